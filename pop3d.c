@@ -1,0 +1,667 @@
+/*
+ * pop3d: serve one POP3 session on fd 0/1 and exit.  Started as root by
+ * inetd, xinetd, systemd (Accept=yes) or stunnel.
+ *
+ * Three processes, after popa3d:
+ *  1. a child that has dropped root and is chrooted to an empty directory
+ *     parses everything the client says before login, and hands the
+ *     credentials (and any pipelined input) to
+ *  2. the root parent, which only runs PAM on them.  On success it opens
+ *     the PAM session and the commit journal, then forks
+ *  3. the session process, which drops to the user for good, locks and
+ *     indexes the maildrop, and serves the transaction.  The parent waits
+ *     and closes the PAM session when it ends.
+ */
+#include <sys/types.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "log.h"
+#include "params.h"
+#include "session.h"
+
+struct options {
+	const char	*service;	/* -p */
+	const char	*maildrop;	/* -m */
+	const char	*privsep_user;	/* -u */
+	int		 timeout;	/* -t */
+	int		 debug;		/* -d */
+	int		 allow_root;	/* -r */
+	int		 require_tls;	/* -c */
+	int		 secure;	/* -s */
+};
+
+/*
+ * What the pre-authentication child sends: fixed size, every length
+ * checked by the parent, which trusts nothing else in it.
+ */
+struct creds_msg {
+	uint32_t	user_len;
+	uint32_t	pass_len;
+	uint32_t	pending_len;
+	char		user[USER_MAX];
+	char		pass[PASS_MAX];
+	char		pending[INBUF_SIZE];
+};
+
+/* Descriptors between the pre-authentication child and the parent. */
+struct privsep {
+	int	creds_fd;	/* child writes struct creds_msg */
+	int	verdict_fd;	/* parent writes one enum login_verdict byte */
+};
+
+static pid_t	child_pid = -1;
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr, "usage: pop3d [-cdrsV] [-m maildrop] [-p service] "
+	    "[-t timeout] [-u user]\n");
+	exit(1);
+}
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	session_signalled = 1;
+}
+
+/* The parent passes termination on to the process serving the client. */
+static void
+forward_signal(int sig)
+{
+	if (child_pid > 0)
+		kill(child_pid, sig);
+}
+
+static void
+set_signals(void (*handler)(int))
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handler;	/* no SA_RESTART: poll() must wake */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+}
+
+static int
+write_full(int fd, const void *buf, size_t len)
+{
+	const char	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Bytes read: len, or less at end of file; -1 on error. */
+static ssize_t
+read_full(int fd, void *buf, size_t len)
+{
+	char	*p = buf;
+	size_t	 done = 0;
+	ssize_t	 n;
+
+	while (done < len) {
+		n = read(fd, p + done, len - done);
+		if (n == 0)
+			break;
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+/*
+ * Under inetd fds 0-2 are the client: stderr must not reach it.  The
+ * replies go out in one write each, but the last piece of a long reply
+ * must not wait for a delayed ACK under Nagle: TCP_NODELAY if fd 1 is
+ * TCP (a pipe just says no).
+ */
+static void
+setup_fds(int debug)
+{
+	int	fd, on = 1;
+
+	if (!debug && (fd = open("/dev/null", O_RDWR)) != -1) {
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	(void)setsockopt(STDOUT_FILENO, IPPROTO_TCP, TCP_NODELAY, &on,
+	    sizeof(on));
+	/* Non-blocking, so that every wait is a poll() with a timeout. */
+	for (fd = STDIN_FILENO; fd <= STDOUT_FILENO; fd++)
+		(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* OpenBSD order: groups, gid, uid; then prove root cannot come back. */
+static void
+drop_privileges(uid_t uid, gid_t gid)
+{
+	uid_t	ruid, euid, suid;
+	gid_t	rgid, egid, sgid;
+
+	if (setgroups(1, &gid) == -1)
+		fatal("setgroups");
+	if (setresgid(gid, gid, gid) == -1)
+		fatal("setresgid");
+	if (setresuid(uid, uid, uid) == -1)
+		fatal("setresuid");
+	if (getresuid(&ruid, &euid, &suid) == -1 ||
+	    getresgid(&rgid, &egid, &sgid) == -1)
+		fatal("getresuid");
+	if (ruid != uid || euid != uid || suid != uid ||
+	    rgid != gid || egid != gid || sgid != gid)
+		fatalx("privileges were not dropped");
+	if (uid != 0 && (setuid(0) != -1 || seteuid(0) != -1))
+		fatalx("root could be regained");
+}
+
+/* The pre-authentication child's user: DEFAULT_PRIVSEP_USER or nobody. */
+static struct passwd *
+privsep_user(const char *name)
+{
+	struct passwd	*pw;
+
+	if ((pw = getpwnam(name)) != NULL && pw->pw_uid != 0)
+		return pw;
+	log_warnx("privsep user %s missing; using %s", name,
+	    FALLBACK_PRIVSEP_USER);
+	if ((pw = getpwnam(FALLBACK_PRIVSEP_USER)) == NULL || pw->pw_uid == 0)
+		fatalx("no unprivileged user for the pre-login child");
+	return pw;
+}
+
+static void
+make_dir(const char *path, mode_t mode)
+{
+	char	parent[PATH_MAX], *slash;
+
+	if (mkdir(path, mode) == 0 || errno == EEXIST)
+		return;
+	if (errno == ENOENT && strlcpy(parent, path, sizeof(parent)) <
+	    sizeof(parent) && (slash = strrchr(parent, '/')) != NULL &&
+	    slash != parent) {
+		*slash = '\0';
+		make_dir(parent, 0755);
+		if (mkdir(path, mode) == 0 || errno == EEXIST)
+			return;
+	}
+	log_warn("mkdir %s", path);
+}
+
+/*
+ * Hand the credentials and any pipelined input to the root parent and
+ * wait for its verdict.  On success the parent answers the client from
+ * now on, and this process stops without a word.
+ */
+static enum login_verdict
+child_login(struct session *s, const char *user, const char *pass)
+{
+	struct privsep		*ps = s->login_ctx;
+	struct creds_msg	 msg;
+	const char		*pending;
+	unsigned char		 verdict;
+	ssize_t			 n;
+
+	/* Replies to earlier pipelined commands must precede the parent's. */
+	if (outbuf_flush(&s->out) == -1)
+		return LOGIN_SYSTEMP;
+	memset(&msg, 0, sizeof(msg));
+	msg.user_len = (uint32_t)strlen(user);
+	msg.pass_len = (uint32_t)strlen(pass);
+	msg.pending_len = (uint32_t)inbuf_pending(&s->in, &pending);
+	if (msg.user_len > USER_MAX || msg.pass_len > PASS_MAX)
+		return LOGIN_FAILED;
+	memcpy(msg.user, user, msg.user_len);
+	memcpy(msg.pass, pass, msg.pass_len);
+	memcpy(msg.pending, pending, msg.pending_len);
+	n = write_full(ps->creds_fd, &msg, sizeof(msg));
+	explicit_bzero(&msg, sizeof(msg));
+	if (n == -1 || read_full(ps->verdict_fd, &verdict, 1) != 1)
+		fatalx("lost the privileged parent");
+	if (verdict == LOGIN_STARTED)
+		return LOGIN_HANDOFF;
+	if (verdict != LOGIN_FAILED && verdict != LOGIN_EXPIRED)
+		return LOGIN_SYSTEMP;
+	return (enum login_verdict)verdict;
+}
+
+static void __attribute__((noreturn))
+run_preauth_child(const struct session_config *conf, struct passwd *pw,
+    struct privsep *ps)
+{
+	struct session	s;
+	struct rlimit	zero = { 0, 0 };
+
+	if (chroot(CHROOT_DIR) == -1 || chdir("/") == -1)
+		fatal("chroot %s", CHROOT_DIR);
+	drop_privileges(pw->pw_uid, pw->pw_gid);
+	/* Nothing to fork or write here; say so to the kernel. */
+	(void)setrlimit(RLIMIT_NPROC, &zero);
+	(void)setrlimit(RLIMIT_FSIZE, &zero);
+	setproctitle("[auth]");
+	set_signals(on_signal);
+	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
+	s.login = child_login;
+	s.login_ctx = ps;
+	session_greet(&s);
+	session_run(&s);
+	session_finish(&s);
+	_exit(0);
+}
+
+/* A hostile message: every length checked, no byte trusted. */
+static int
+creds_valid(struct creds_msg *msg)
+{
+	if (msg->user_len == 0 || msg->user_len > USER_MAX ||
+	    msg->pass_len > PASS_MAX || msg->pending_len > INBUF_SIZE)
+		return 0;
+	if (memchr(msg->user, '\0', msg->user_len) != NULL ||
+	    memchr(msg->pass, '\0', msg->pass_len) != NULL)
+		return 0;
+	return 1;
+}
+
+/* Answer a failed login AUTH_FAIL_DELAY_MS after the attempt began. */
+static void
+pad_failure(const struct timespec *start)
+{
+	struct timespec	now, left;
+	int64_t		ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = AUTH_FAIL_DELAY_MS - ((int64_t)(now.tv_sec - start->tv_sec) *
+	    1000 + (now.tv_nsec - start->tv_nsec) / 1000000);
+	if (ms <= 0)
+		return;
+	left.tv_sec = ms / 1000;
+	left.tv_nsec = (ms % 1000) * 1000000;
+	while (nanosleep(&left, &left) == -1 && errno == EINTR)
+		;
+}
+
+/* The user name is a path component: refuse what could escape. */
+static int
+expand_maildrop(const char *tmpl, const struct passwd *pw, char *buf,
+    size_t len)
+{
+	const char	*p, *add;
+	char		 one[2] = { 0, 0 };
+
+	if (strchr(pw->pw_name, '/') != NULL || pw->pw_name[0] == '.')
+		return -1;
+	buf[0] = '\0';
+	for (p = tmpl; *p != '\0'; p++) {
+		if (*p != '%') {
+			one[0] = *p;
+			add = one;
+		} else if (*++p == 'u')
+			add = pw->pw_name;
+		else if (*p == 'h')
+			add = pw->pw_dir;
+		else if (*p == '%')
+			add = "%";
+		else
+			return -1;
+		if (strlcat(buf, add, len) >= len)
+			return -1;
+	}
+	return 0;
+}
+
+/* Checked at startup, so that a typo is found before the first login. */
+static int
+template_valid(const char *tmpl)
+{
+	const char	*p;
+
+	if (tmpl[0] != '/')
+		return 0;
+	for (p = tmpl; (p = strchr(p, '%')) != NULL; p += 2)
+		if (p[1] != 'u' && p[1] != 'h' && p[1] != '%')
+			return 0;
+	return 1;
+}
+
+/*
+ * The commit journal lives where the user cannot write: opened here, as
+ * root, and handed to the session as a descriptor.
+ */
+static int
+open_journal(const char *user)
+{
+	char	path[PATH_MAX];
+	int	fd;
+
+	make_dir(JOURNAL_DIR, 0700);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", JOURNAL_DIR, user) >=
+	    sizeof(path))
+		return -1;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd == -1)
+		log_warn("journal %s", path);
+	return fd;
+}
+
+static int
+gid_is_mail(gid_t gid)
+{
+	struct group	*gr;
+
+	return (gr = getgrnam("mail")) != NULL && gr->gr_gid == gid;
+}
+
+static void __attribute__((noreturn))
+run_user_session(const struct options *opt, const struct session_config *conf,
+    const struct passwd *pw, const char *path, int journal_fd,
+    const struct creds_msg *msg)
+{
+	struct session	s;
+
+	drop_privileges(pw->pw_uid, pw->pw_gid);
+	set_signals(on_signal);
+	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
+	inbuf_preload(&s.in, msg->pending, msg->pending_len);
+	(void)opt;
+	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
+		session_run(&s);
+	session_finish(&s);
+	_exit(s.end == END_QUIT || s.end == END_EOF ? 0 : 1);
+}
+
+static void
+wait_child(pid_t pid, int *status)
+{
+	while (waitpid(pid, status, 0) == -1)
+		if (errno != EINTR) {
+			*status = 0;
+			return;
+		}
+}
+
+static void __attribute__((noreturn))
+refuse(struct auth *auth, const char *line)
+{
+	(void)write_full(STDOUT_FILENO, line, strlen(line));
+	auth_end(auth);
+	exit(1);
+}
+
+/*
+ * After a good login: PAM session, journal, then the session process;
+ * this process stays root only to close the PAM session at the end.
+ */
+static void __attribute__((noreturn))
+serve_user(const struct options *opt, const struct session_config *conf,
+    struct auth *auth, const char *user, const struct creds_msg *msg)
+{
+	struct passwd	*pw;
+	char		 path[PATH_MAX];
+	int		 journal_fd, status;
+	pid_t		 pid;
+
+	if ((pw = getpwnam(user)) == NULL ||
+	    expand_maildrop(opt->maildrop, pw, path, sizeof(path)) == -1 ||
+	    gid_is_mail(pw->pw_gid)) {
+		log_warnx("user %s: no maildrop path, or primary group mail",
+		    user);
+		refuse(auth, "-ERR [SYS/PERM] Cannot serve this account; ask "
+		    "the administrator\r\n");
+	}
+	if (auth_open_session(auth) == -1) {
+		log_warnx("user %s: PAM session refused", user);
+		refuse(auth, "-ERR [SYS/TEMP] Cannot open a session now; try "
+		    "again later\r\n");
+	}
+	journal_fd = open_journal(pw->pw_name);
+	if ((pid = fork()) == -1)
+		fatal("fork");
+	if (pid == 0)
+		run_user_session(opt, conf, pw, path, journal_fd, msg);
+	child_pid = pid;
+	set_signals(forward_signal);
+	if (journal_fd != -1)
+		close(journal_fd);
+	close(STDIN_FILENO);
+	close(STDOUT_FILENO);
+	setproctitle("%s [monitor]", user);
+	wait_child(pid, &status);
+	if (WIFSIGNALED(status))
+		log_warnx("user %s: session killed by signal %d", user,
+		    WTERMSIG(status));
+	auth_end(auth);
+	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+/* One PAM check per message from the child; nothing else is possible. */
+static enum auth_result
+check_creds(const struct options *opt, const char *peer, struct creds_msg *msg,
+    struct auth **auth, char *canon, size_t canonlen)
+{
+	char			user[USER_MAX + 1], pass[PASS_MAX + 1];
+	char			safe[USER_MAX * 4 + 1];
+	struct passwd		*pw;
+	enum auth_result	 res;
+
+	memcpy(user, msg->user, msg->user_len);
+	user[msg->user_len] = '\0';
+	memcpy(pass, msg->pass, msg->pass_len);
+	pass[msg->pass_len] = '\0';
+	explicit_bzero(msg->pass, sizeof(msg->pass));
+	res = auth_login(auth, opt->service, user, pass, peer, canon, canonlen);
+	explicit_bzero(pass, sizeof(pass));
+	log_safe(safe, sizeof(safe), user, msg->user_len);
+	if (res == AUTH_OK && ((pw = getpwnam(canon)) == NULL ||
+	    (pw->pw_uid == 0 && !opt->allow_root))) {
+		log_warnx("login refused for %s from %s: %s", safe, peer,
+		    pw == NULL ? "no such account" : "root logins disabled");
+		auth_end(*auth);
+		*auth = NULL;
+		res = AUTH_FAILED;
+	} else if (res == AUTH_OK) {
+		log_safe(safe, sizeof(safe), canon, strlen(canon));
+		log_info("login: %s from %s", safe, peer);
+	} else
+		log_info("login failed for %s from %s%s", safe, peer,
+		    res == AUTH_EXPIRED ? " (password expired)" : "");
+	return res;
+}
+
+static unsigned char
+verdict_of(enum auth_result res)
+{
+	switch (res) {
+	case AUTH_OK:
+		return LOGIN_STARTED;
+	case AUTH_EXPIRED:
+		return LOGIN_EXPIRED;
+	case AUTH_SYSERR:
+		return LOGIN_SYSTEMP;
+	default:
+		return LOGIN_FAILED;
+	}
+}
+
+static void __attribute__((noreturn))
+run_parent(const struct options *opt, const struct session_config *conf,
+    const char *peer, struct privsep *ps)
+{
+	struct creds_msg	 msg;
+	struct timespec		 start;
+	struct auth		*auth;
+	char			 canon[USER_MAX + 1];
+	enum auth_result	 res;
+	unsigned char		 verdict;
+	int			 failures = 0, status;
+	ssize_t			 n;
+
+	for (;;) {
+		n = read_full(ps->creds_fd, &msg, sizeof(msg));
+		if (n == 0) {	/* the child ended the session itself */
+			wait_child(child_pid, &status);
+			exit(0);
+		}
+		if (n != (ssize_t)sizeof(msg) || !creds_valid(&msg)) {
+			kill(child_pid, SIGKILL);
+			fatalx("bad message from the pre-login child");
+		}
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		res = check_creds(opt, peer, &msg, &auth, canon, sizeof(canon));
+		if (res != AUTH_OK)
+			pad_failure(&start);
+		verdict = verdict_of(res);
+		if (write_full(ps->verdict_fd, &verdict, 1) == -1)
+			exit(1);
+		if (res == AUTH_OK) {
+			wait_child(child_pid, &status);
+			serve_user(opt, conf, auth, canon, &msg);
+		}
+		if (res != AUTH_SYSERR && ++failures >= MAX_AUTH_FAILURES) {
+			wait_child(child_pid, &status);
+			exit(0);
+		}
+	}
+}
+
+static int
+parse_options(int argc, char *argv[], struct options *opt)
+{
+	const char	*errstr;
+	int		 ch;
+
+	opt->service = DEFAULT_PAM_SERVICE;
+	opt->maildrop = DEFAULT_MAILDROP;
+	opt->privsep_user = DEFAULT_PRIVSEP_USER;
+	opt->timeout = DEFAULT_TIMEOUT;
+	while ((ch = getopt(argc, argv, "cdm:p:rst:u:V")) != -1) {
+		switch (ch) {
+		case 'c':
+			opt->require_tls = 1;
+			break;
+		case 'd':
+			opt->debug = 1;
+			break;
+		case 'm':
+			opt->maildrop = optarg;
+			break;
+		case 'p':
+			opt->service = optarg;
+			break;
+		case 'r':
+			opt->allow_root = 1;
+			break;
+		case 's':
+			opt->secure = 1;
+			break;
+		case 't':
+			opt->timeout = (int)strtonum(optarg, 1, MAX_TIMEOUT,
+			    &errstr);
+			if (errstr != NULL)
+				errx(1, "timeout %s: %s", optarg, errstr);
+			break;
+		case 'u':
+			opt->privsep_user = optarg;
+			break;
+		case 'V':
+			printf("pop3d %s\n", POP3D_VERSION);
+			exit(0);
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if (!template_valid(opt->maildrop))
+		errx(1, "maildrop template %s: must be an absolute path "
+		    "using only %%u, %%h and %%%%", opt->maildrop);
+	return 0;
+}
+
+int
+main(int argc, char *argv[], char *envp[])
+{
+	struct options		opt;
+	struct session_config	conf;
+	struct privsep		ps;
+	struct passwd		*pw;
+	enum peer_source	src;
+	char			peer[64];
+	int			creds[2], verdict[2];
+
+	memset(&opt, 0, sizeof(opt));
+	parse_options(argc, argv, &opt);
+	setproctitle_init(argc, argv, envp);
+	log_init(opt.debug);
+	setup_fds(opt.debug);
+	signal(SIGPIPE, SIG_IGN);
+	/* Passwords pass through here: no core dumps, no ptrace by users. */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (geteuid() != 0)
+		fatalx("must be started as root");
+	src = peer_lookup(STDIN_FILENO, peer, sizeof(peer));
+	log_info("connection from %s (%s)", peer, peer_source_name(src));
+	conf.timeout = opt.timeout;
+	conf.login_timeout = opt.timeout < LOGIN_TIMEOUT ? opt.timeout :
+	    LOGIN_TIMEOUT;
+	conf.cleartext_ok = !opt.require_tls || opt.secure ||
+	    peer_is_loopback(peer);
+	pw = privsep_user(opt.privsep_user);
+	make_dir(CHROOT_DIR, 0755);
+	if (pipe2(creds, O_CLOEXEC) == -1 || pipe2(verdict, O_CLOEXEC) == -1)
+		fatal("pipe");
+	if ((child_pid = fork()) == -1)
+		fatal("fork");
+	if (child_pid == 0) {
+		close(creds[0]);
+		close(verdict[1]);
+		ps.creds_fd = creds[1];
+		ps.verdict_fd = verdict[0];
+		run_preauth_child(&conf, pw, &ps);
+	}
+	close(creds[1]);
+	close(verdict[0]);
+	ps.creds_fd = creds[0];
+	ps.verdict_fd = verdict[1];
+	set_signals(forward_signal);
+	run_parent(&opt, &conf, peer, &ps);
+}

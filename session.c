@@ -1,0 +1,782 @@
+/*
+ * The POP3 protocol state machine (RFC 1939), with CAPA, response codes
+ * and pipelining (RFC 2449, 3206) and AUTH PLAIN (RFC 5034, 4616).
+ *
+ * One table lists every command with the states it is valid in and its
+ * argument policy; the loop enforces them, so a handler does only its
+ * command's work.  Handlers return 0 when they answered +OK, -1 when they
+ * answered -ERR; consecutive errors end the session at MAX_BAD_COMMANDS.
+ */
+#include <sys/types.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <resolv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "maildrop.h"
+#include "params.h"
+#include "session.h"
+
+volatile sig_atomic_t session_signalled;
+
+#define ST_AUTH		(1 << STATE_AUTHORIZATION)
+#define ST_TRANS	(1 << STATE_TRANSACTION)
+#define MAX_ARGS	2
+
+enum arg_policy {
+	ARGS_WORDS,	/* single-space separated, ARG_MAX_LEN each */
+	ARGS_REST,	/* the rest of the line is one argument (PASS) */
+	ARGS_LONG	/* words without the 40-octet bound (AUTH, USER) */
+};
+
+struct command {
+	const char	*name;
+	int		 states;
+	int		 minargs, maxargs;
+	enum arg_policy	 policy;
+	int		(*handler)(struct session *, int, char **);
+};
+
+static int	cmd_user(struct session *, int, char **);
+static int	cmd_pass(struct session *, int, char **);
+static int	cmd_auth(struct session *, int, char **);
+static int	cmd_capa(struct session *, int, char **);
+static int	cmd_quit(struct session *, int, char **);
+static int	cmd_stat(struct session *, int, char **);
+static int	cmd_list(struct session *, int, char **);
+static int	cmd_retr(struct session *, int, char **);
+static int	cmd_dele(struct session *, int, char **);
+static int	cmd_noop(struct session *, int, char **);
+static int	cmd_rset(struct session *, int, char **);
+static int	cmd_top(struct session *, int, char **);
+static int	cmd_uidl(struct session *, int, char **);
+
+/* No APOP: PAM has no shared secret (RFC 1939 section 7). */
+static const struct command commands[] = {
+	{ "USER", ST_AUTH,	1, 1, ARGS_LONG,	cmd_user },
+	{ "PASS", ST_AUTH,	1, 1, ARGS_REST,	cmd_pass },
+	{ "AUTH", ST_AUTH,	0, 2, ARGS_LONG,	cmd_auth },
+	{ "CAPA", ST_AUTH | ST_TRANS, 0, 0, ARGS_WORDS,	cmd_capa },
+	{ "QUIT", ST_AUTH | ST_TRANS, 0, 0, ARGS_WORDS,	cmd_quit },
+	{ "STAT", ST_TRANS,	0, 0, ARGS_WORDS,	cmd_stat },
+	{ "LIST", ST_TRANS,	0, 1, ARGS_WORDS,	cmd_list },
+	{ "RETR", ST_TRANS,	1, 1, ARGS_WORDS,	cmd_retr },
+	{ "DELE", ST_TRANS,	1, 1, ARGS_WORDS,	cmd_dele },
+	{ "NOOP", ST_TRANS,	0, 0, ARGS_WORDS,	cmd_noop },
+	{ "RSET", ST_TRANS,	0, 0, ARGS_WORDS,	cmd_rset },
+	{ "TOP",  ST_TRANS,	2, 2, ARGS_WORDS,	cmd_top },
+	{ "UIDL", ST_TRANS,	0, 1, ARGS_WORDS,	cmd_uidl },
+};
+
+static void	reply(struct session *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+
+/* One status line; replies never echo client bytes. */
+static void
+reply(struct session *s, const char *fmt, ...)
+{
+	char	buf[512];	/* RFC 1939 section 3: 512 with CRLF */
+	va_list	ap;
+	int	n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(buf) - 3)
+		n = sizeof(buf) - 3;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	outbuf_put(&s->out, buf, (size_t)n);
+}
+
+static int
+timeout_ms(const struct session *s)
+{
+	if (s->state == STATE_AUTHORIZATION)
+		return s->conf->login_timeout * 1000;
+	return s->conf->timeout * 1000;
+}
+
+void
+session_init(struct session *s, int in_fd, int out_fd,
+    const struct session_config *conf)
+{
+	memset(s, 0, sizeof(*s));
+	s->conf = conf;
+	s->state = STATE_AUTHORIZATION;
+	s->end = END_NONE;
+	s->started = time(NULL);
+	inbuf_init(&s->in, in_fd);
+	outbuf_init(&s->out, out_fd, conf->timeout * 1000);
+}
+
+void
+session_greet(struct session *s)
+{
+	reply(s, "+OK POP3 server ready");
+}
+
+/*
+ * Message numbers: the one place where the wire's 1..n becomes an index
+ * 0..n-1.  Digits only (strtonum alone would take "+1" and " 1"), in
+ * range, and not marked deleted (RFC 1939 section 5).
+ */
+static int
+message_index(struct session *s, const char *arg, size_t *idx)
+{
+	const char	*errstr;
+	long long	 n;
+	size_t		 count = maildrop_count(s->md);
+
+	if (arg[strspn(arg, "0123456789")] != '\0' || count == 0) {
+		reply(s, "-ERR no such message");
+		return -1;
+	}
+	n = strtonum(arg, 1, (long long)count, &errstr);
+	if (errstr != NULL || maildrop_is_deleted(s->md, (size_t)n - 1)) {
+		reply(s, "-ERR no such message");
+		return -1;
+	}
+	*idx = (size_t)n - 1;
+	return 0;
+}
+
+static int
+cmd_user(struct session *s, int argc, char **argv)
+{
+	(void)argc;
+	if (!s->conf->cleartext_ok) {
+		reply(s, "-ERR [AUTH] Cleartext login refused on this "
+		    "connection; use TLS");
+		return -1;
+	}
+	if (strlcpy(s->user, argv[0], sizeof(s->user)) >= sizeof(s->user)) {
+		s->have_user = 0;
+		reply(s, "-ERR user name too long");
+		return -1;
+	}
+	s->have_user = 1;
+	/* Never -ERR for an unknown name: that would tell (RFC 1939 s13). */
+	reply(s, "+OK");
+	return 0;
+}
+
+/* Credentials from USER/PASS and AUTH PLAIN meet here. */
+static int
+login(struct session *s, const char *user, const char *pass)
+{
+	enum login_verdict v;
+
+	v = s->login(s, user, pass);
+	if (v == LOGIN_STARTED)
+		return s->state == STATE_TRANSACTION ? 0 : -1;
+	if (v == LOGIN_HANDOFF) {
+		s->end = END_HANDOFF;
+		return 0;
+	}
+	if (v == LOGIN_SYSTEMP) {
+		reply(s, "-ERR [SYS/TEMP] Authentication is unavailable; "
+		    "try again later");
+		return -1;
+	}
+	if (++s->auth_failures >= MAX_AUTH_FAILURES) {
+		reply(s, "-ERR [AUTH] Authentication failed; too many "
+		    "failures, closing");
+		s->end = END_AUTH_FAILURES;
+	} else if (v == LOGIN_EXPIRED)
+		reply(s, "-ERR [AUTH] Password expired; change it before "
+		    "logging in");
+	else
+		reply(s, "-ERR [AUTH] Authentication failed");
+	return 0;	/* counted as a failed login, not a bad command */
+}
+
+static int
+cmd_pass(struct session *s, int argc, char **argv)
+{
+	int	rv;
+
+	(void)argc;
+	if (!s->have_user) {
+		reply(s, "-ERR give USER first");
+		return -1;
+	}
+	if (strlen(argv[0]) > PASS_MAX) {
+		s->have_user = 0;
+		reply(s, "-ERR [AUTH] Authentication failed");
+		return -1;
+	}
+	rv = login(s, s->user, argv[0]);
+	s->have_user = 0;
+	return rv;
+}
+
+/*
+ * RFC 4616: [authzid] NUL authcid NUL passwd.  We log in as authcid; an
+ * authzid, if given, must name the same user (no proxy logins).
+ */
+static int
+plain_login(struct session *s, const char *b64)
+{
+	unsigned char	 buf[AUTH_LINE_MAX];
+	const char	*authzid, *authcid, *pass;
+	size_t		 zlen, clen, plen;
+	int		 n, rv = -1;
+
+	n = b64_pton(b64, buf, sizeof(buf) - 1);
+	if (n < 0) {
+		reply(s, "-ERR invalid base64 in AUTH PLAIN");
+		goto done;
+	}
+	buf[n] = '\0';
+	authzid = (const char *)buf;
+	zlen = strnlen(authzid, (size_t)n);
+	if (zlen + 1 >= (size_t)n)
+		goto malformed;
+	authcid = authzid + zlen + 1;
+	clen = strnlen(authcid, (size_t)n - zlen - 1);
+	if (zlen + clen + 2 > (size_t)n)
+		goto malformed;
+	pass = authcid + clen + 1;
+	plen = (size_t)n - zlen - clen - 2;
+	if (clen == 0 || plen == 0 || strlen(pass) != plen)
+		goto malformed;
+	if (clen > USER_MAX || plen > PASS_MAX) {
+		reply(s, "-ERR [AUTH] Authentication failed");
+		goto done;
+	}
+	if (zlen != 0 && strcmp(authzid, authcid) != 0) {
+		reply(s, "-ERR [AUTH] Authorization identity must be empty "
+		    "or the user's own");
+		goto done;
+	}
+	rv = login(s, authcid, pass);
+	goto done;
+malformed:
+	reply(s, "-ERR malformed AUTH PLAIN response");
+done:
+	explicit_bzero(buf, sizeof(buf));
+	return rv;
+}
+
+/* RFC 5034 section 4: "+ " with an empty challenge, then one line. */
+static int
+plain_continue(struct session *s)
+{
+	char			line[AUTH_LINE_MAX + 1];
+	enum line_status	st;
+	int			rv;
+
+	reply(s, "+ ");
+	if (outbuf_flush(&s->out) == -1) {
+		s->end = END_IOERR;
+		return 0;
+	}
+	st = inbuf_getline(&s->in, line, AUTH_LINE_MAX, timeout_ms(s));
+	switch (st) {
+	case LINE_OK:
+		break;
+	case LINE_TOO_LONG:
+	case LINE_BAD_BYTE:
+		reply(s, "-ERR bad AUTH response line");
+		return -1;
+	case LINE_TIMEOUT:
+		s->end = END_TIMEOUT;
+		return 0;
+	case LINE_EOF:
+		s->end = END_EOF;
+		return 0;
+	case LINE_INTR:
+		s->end = END_SIGNAL;
+		return 0;
+	default:
+		s->end = END_IOERR;
+		return 0;
+	}
+	if (strcmp(line, "*") == 0)
+		rv = (reply(s, "-ERR authentication cancelled"), -1);
+	else
+		rv = plain_login(s, strcmp(line, "=") == 0 ? "" : line);
+	explicit_bzero(line, sizeof(line));
+	return rv;
+}
+
+static int
+cmd_auth(struct session *s, int argc, char **argv)
+{
+	if (argc == 0) {	/* the RFC 1734 mechanism list */
+		reply(s, "+OK");
+		if (s->conf->cleartext_ok)
+			reply(s, "PLAIN");
+		reply(s, ".");
+		return 0;
+	}
+	if (strcasecmp(argv[0], "PLAIN") != 0) {
+		reply(s, "-ERR unsupported authentication mechanism");
+		return -1;
+	}
+	if (!s->conf->cleartext_ok) {
+		reply(s, "-ERR [AUTH] Cleartext login refused on this "
+		    "connection; use TLS");
+		return -1;
+	}
+	s->have_user = 0;
+	if (argc == 1)
+		return plain_continue(s);
+	return plain_login(s, strcmp(argv[1], "=") == 0 ? "" : argv[1]);
+}
+
+/* RFC 2449 section 5: truthful, and the same before and after login. */
+static int
+cmd_capa(struct session *s, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	reply(s, "+OK Capability list follows");
+	reply(s, "TOP");
+	reply(s, "UIDL");
+	reply(s, "RESP-CODES");
+	reply(s, "AUTH-RESP-CODE");
+	reply(s, "PIPELINING");
+	if (s->conf->cleartext_ok) {
+		reply(s, "USER");
+		reply(s, "SASL PLAIN");
+	}
+	reply(s, ".");
+	return 0;
+}
+
+/* RFC 1939 section 6: only QUIT from TRANSACTION enters UPDATE. */
+static int
+cmd_quit(struct session *s, int argc, char **argv)
+{
+	char		why[128];
+	size_t		count;
+	uint64_t	octets;
+
+	(void)argc;
+	(void)argv;
+	s->end = END_QUIT;
+	if (s->state == STATE_AUTHORIZATION) {
+		reply(s, "+OK POP3 server signing off");
+		return 0;
+	}
+	s->state = STATE_UPDATE;
+	setproctitle("%s [update]", s->user_vis);
+	if (maildrop_commit(s->md, why, sizeof(why)) != MD_OK) {
+		log_warnx("user %s: commit failed: %s", s->user_vis, why);
+		s->end = END_COMMIT_FAILED;
+		reply(s, "-ERR [SYS/TEMP] Could not remove the deleted "
+		    "messages; none were removed");
+		return 0;
+	}
+	maildrop_stat(s->md, &count, &octets);
+	reply(s, "+OK POP3 server signing off (%zu messages left)", count);
+	return 0;
+}
+
+static int
+cmd_stat(struct session *s, int argc, char **argv)
+{
+	size_t		count;
+	uint64_t	octets;
+
+	(void)argc;
+	(void)argv;
+	maildrop_stat(s->md, &count, &octets);
+	reply(s, "+OK %zu %" PRIu64, count, octets);
+	return 0;
+}
+
+static int
+cmd_list(struct session *s, int argc, char **argv)
+{
+	size_t		i, count;
+	uint64_t	octets;
+
+	if (argc == 1) {
+		if (message_index(s, argv[0], &i) == -1)
+			return -1;
+		reply(s, "+OK %zu %" PRIu64, i + 1, maildrop_size(s->md, i));
+		return 0;
+	}
+	maildrop_stat(s->md, &count, &octets);
+	reply(s, "+OK %zu messages (%" PRIu64 " octets)", count, octets);
+	count = maildrop_count(s->md);
+	for (i = 0; i < count; i++)
+		if (!maildrop_is_deleted(s->md, i))
+			outbuf_printf(&s->out, "%zu %" PRIu64 "\r\n", i + 1,
+			    maildrop_size(s->md, i));
+	reply(s, ".");
+	return 0;
+}
+
+/* A multi-line message reply; the session ends if it breaks off. */
+static int
+send_message(struct session *s, size_t i, long lines)
+{
+	if (maildrop_send(s->md, i, lines, &s->out) == -1) {
+		log_warnx("user %s: message %zu could not be sent",
+		    s->user_vis, i + 1);
+		s->end = END_IOERR;
+		return 0;
+	}
+	reply(s, ".");
+	return 0;
+}
+
+static int
+cmd_retr(struct session *s, int argc, char **argv)
+{
+	size_t		i;
+	uint64_t	size;
+
+	(void)argc;
+	if (message_index(s, argv[0], &i) == -1)
+		return -1;
+	size = maildrop_size(s->md, i);
+	reply(s, "+OK %" PRIu64 " octets", size);
+	s->retrieved++;
+	s->retrieved_octets += size;
+	return send_message(s, i, -1);
+}
+
+static int
+cmd_top(struct session *s, int argc, char **argv)
+{
+	const char	*errstr;
+	long long	 lines;
+	size_t		 i;
+
+	(void)argc;
+	if (message_index(s, argv[0], &i) == -1)
+		return -1;
+	if (argv[1][strspn(argv[1], "0123456789")] != '\0' ||
+	    (lines = strtonum(argv[1], 0, LONG_MAX, &errstr), errstr != NULL)) {
+		reply(s, "-ERR invalid number of lines");
+		return -1;
+	}
+	reply(s, "+OK top of message follows");
+	return send_message(s, i, (long)lines);
+}
+
+static int
+cmd_dele(struct session *s, int argc, char **argv)
+{
+	size_t	i;
+
+	(void)argc;
+	if (message_index(s, argv[0], &i) == -1)
+		return -1;
+	maildrop_delete(s->md, i);
+	s->deleted++;
+	s->deleted_octets += maildrop_size(s->md, i);
+	reply(s, "+OK message %zu deleted", i + 1);
+	return 0;
+}
+
+static int
+cmd_noop(struct session *s, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	reply(s, "+OK");
+	return 0;
+}
+
+static int
+cmd_rset(struct session *s, int argc, char **argv)
+{
+	size_t		count;
+	uint64_t	octets;
+
+	(void)argc;
+	(void)argv;
+	maildrop_reset(s->md);
+	s->deleted = 0;
+	s->deleted_octets = 0;
+	maildrop_stat(s->md, &count, &octets);
+	reply(s, "+OK maildrop has %zu messages (%" PRIu64 " octets)", count,
+	    octets);
+	return 0;
+}
+
+static int
+cmd_uidl(struct session *s, int argc, char **argv)
+{
+	char	uidl[UIDL_BUFSIZE];
+	size_t	i, count;
+
+	if (argc == 1) {
+		if (message_index(s, argv[0], &i) == -1)
+			return -1;
+		reply(s, "+OK %zu %s", i + 1, maildrop_uidl(s->md, i, uidl));
+		return 0;
+	}
+	reply(s, "+OK unique-id listing follows");
+	count = maildrop_count(s->md);
+	for (i = 0; i < count; i++)
+		if (!maildrop_is_deleted(s->md, i))
+			outbuf_printf(&s->out, "%zu %s\r\n", i + 1,
+			    maildrop_uidl(s->md, i, uidl));
+	reply(s, ".");
+	return 0;
+}
+
+int
+session_start_transaction(struct session *s, const char *user,
+    const char *path, int journal_fd)
+{
+	char		why[128];
+	const char	*safe = s->user_vis;
+	size_t		count;
+	uint64_t	octets;
+
+	strlcpy(s->user, user, sizeof(s->user));
+	log_safe(s->user_vis, sizeof(s->user_vis), user, strlen(user));
+	switch (maildrop_open(&s->md, path, journal_fd, why, sizeof(why))) {
+	case MD_OK:
+		break;
+	case MD_INUSE:
+		log_info("user %s: maildrop in use (IN-USE): %s", safe, why);
+		reply(s, "-ERR [IN-USE] Maildrop is locked by another session "
+		    "or a delivery; try again later");
+		s->end = END_INUSE;
+		return -1;
+	case MD_SYSPERM:
+		log_warnx("user %s: cannot open maildrop: %s", safe, why);
+		reply(s, "-ERR [SYS/PERM] Cannot open the maildrop; ask the "
+		    "administrator");
+		s->end = END_MAILDROP_ERROR;
+		return -1;
+	default:
+		log_warnx("user %s: cannot open maildrop: %s", safe, why);
+		reply(s, "-ERR [SYS/TEMP] Cannot open the maildrop; try again "
+		    "later");
+		s->end = END_MAILDROP_ERROR;
+		return -1;
+	}
+	s->state = STATE_TRANSACTION;
+	s->out.timeout_ms = s->conf->timeout * 1000;
+	setproctitle("%s [transaction]", safe);
+	maildrop_stat(s->md, &count, &octets);
+	reply(s, "+OK maildrop has %zu messages (%" PRIu64 " octets)", count,
+	    octets);
+	return 0;
+}
+
+static void
+bad_command(struct session *s, const char *msg)
+{
+	if (++s->bad_commands >= MAX_BAD_COMMANDS) {
+		reply(s, "-ERR too many bad commands, closing");
+		s->end = END_BAD_COMMANDS;
+	} else
+		reply(s, "-ERR %s", msg);
+}
+
+static const struct command *
+lookup(const char *keyword)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcasecmp(commands[i].name, keyword) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/*
+ * RFC 1939 section 3: arguments are separated by single spaces and are
+ * at most 40 characters.  Returns the count, or -1 for a syntax error.
+ */
+static int
+split_args(const struct command *cmd, char *rest, char **argv)
+{
+	int	argc = 0;
+	char	*p;
+
+	if (rest == NULL)
+		return 0;
+	if (cmd->policy == ARGS_REST) {
+		argv[0] = rest;
+		return *rest == '\0' ? -1 : 1;
+	}
+	for (;;) {
+		p = strsep(&rest, " ");
+		if (*p == '\0' || argc == cmd->maxargs)
+			return -1;
+		if (cmd->policy == ARGS_WORDS && strlen(p) > ARG_MAX_LEN)
+			return -1;
+		argv[argc++] = p;
+		if (rest == NULL)
+			return argc;
+	}
+}
+
+static void
+dispatch(struct session *s, char *line)
+{
+	const struct command	*cmd;
+	char			*argv[MAX_ARGS], *rest;
+	int			 argc;
+
+	rest = line;
+	line = strsep(&rest, " ");
+	if ((cmd = lookup(line)) == NULL) {
+		bad_command(s, "unknown command");
+		return;
+	}
+	if ((cmd->states & (1 << s->state)) == 0) {
+		bad_command(s, s->state == STATE_AUTHORIZATION ?
+		    "not logged in" : "command not valid in this state");
+		return;
+	}
+	argc = split_args(cmd, rest, argv);
+	if (argc < cmd->minargs || argc > cmd->maxargs) {
+		bad_command(s, "syntax error");
+		return;
+	}
+	if (cmd->handler(s, argc, argv) == 0)
+		s->bad_commands = 0;
+	else if (++s->bad_commands >= MAX_BAD_COMMANDS) {
+		reply(s, "-ERR too many bad commands, closing");
+		s->end = END_BAD_COMMANDS;
+	}
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Wait for the next command line, for at most the inactivity timeout in
+ * all, waking at least every LOCK_TOUCH_INTERVAL to keep the dot-lock
+ * fresh (an MDA would otherwise break it as stale).
+ */
+static enum line_status
+next_line(struct session *s, char *line)
+{
+	enum line_status st;
+	int64_t		 deadline, left;
+	int		 slice;
+
+	deadline = now_ms() + timeout_ms(s);
+	for (;;) {
+		if (s->md != NULL)
+			maildrop_touch(s->md);
+		left = deadline - now_ms();
+		if (left <= 0)
+			return LINE_TIMEOUT;
+		slice = left > LOCK_TOUCH_INTERVAL * 1000 ?
+		    LOCK_TOUCH_INTERVAL * 1000 : (int)left;
+		st = inbuf_getline(&s->in, line, CMD_LINE_MAX, slice);
+		if (st != LINE_TIMEOUT)
+			return st;
+	}
+}
+
+enum session_end
+session_run(struct session *s)
+{
+	char	line[CMD_LINE_MAX + 1];
+
+	while (s->end == END_NONE) {
+		/* Pipelining: answer a burst of commands in one write. */
+		if (!inbuf_has_line(&s->in) && outbuf_flush(&s->out) == -1) {
+			s->end = END_IOERR;
+			break;
+		}
+		if (session_signalled) {
+			s->end = END_SIGNAL;
+			break;
+		}
+		switch (next_line(s, line)) {
+		case LINE_OK:
+			dispatch(s, line);
+			break;
+		case LINE_TOO_LONG:
+			bad_command(s, "line too long");
+			break;
+		case LINE_BAD_BYTE:
+			bad_command(s, "control characters in command");
+			break;
+		case LINE_EOF:
+			s->end = END_EOF;
+			break;
+		case LINE_TIMEOUT:
+			s->end = END_TIMEOUT;	/* RFC 1939 s3: no reply */
+			break;
+		case LINE_INTR:
+			break;
+		case LINE_ERROR:
+			s->end = END_IOERR;
+			break;
+		}
+		explicit_bzero(line, sizeof(line));
+		if (s->out.error)
+			s->end = END_IOERR;
+	}
+	if (s->end != END_HANDOFF)
+		outbuf_flush(&s->out);
+	return s->end;
+}
+
+const char *
+session_end_name(enum session_end end)
+{
+	switch (end) {
+	case END_NONE:		return "running";
+	case END_QUIT:		return "quit";
+	case END_COMMIT_FAILED:	return "quit, commit failed";
+	case END_EOF:		return "client closed the connection";
+	case END_TIMEOUT:	return "timeout";
+	case END_IOERR:		return "I/O error";
+	case END_SIGNAL:	return "killed by a signal";
+	case END_BAD_COMMANDS:	return "too many bad commands";
+	case END_AUTH_FAILURES:	return "too many failed logins";
+	case END_HANDOFF:	return "logged in";
+	case END_INUSE:		return "maildrop in use";
+	case END_MAILDROP_ERROR: return "maildrop error";
+	}
+	return "unknown";
+}
+
+/* The one final log line of a session (STYLE: popa3d do_pop_trans). */
+void
+session_finish(struct session *s)
+{
+	if (s->end != END_HANDOFF)
+		outbuf_flush(&s->out);
+	if (s->state == STATE_AUTHORIZATION) {
+		if (s->end != END_HANDOFF && s->end != END_INUSE &&
+		    s->end != END_MAILDROP_ERROR)
+			log_info("session ended before login: %s",
+			    session_end_name(s->end));
+	} else {
+		log_info("user %s: %s; retrieved %zu (%" PRIu64 " octets), "
+		    "deleted %zu (%" PRIu64 " octets), %lld s", s->user_vis,
+		    session_end_name(s->end), s->retrieved, s->retrieved_octets,
+		    s->end == END_QUIT ? s->deleted : 0,
+		    s->end == END_QUIT ? s->deleted_octets : 0,
+		    (long long)(time(NULL) - s->started));
+	}
+	if (s->md != NULL) {
+		maildrop_close(s->md);
+		s->md = NULL;
+	}
+}
