@@ -1,9 +1,11 @@
-# pop3d -- a small POP3 server for mbox spools, run from inetd, systemd or stunnel.
+# pop3d -- a small POP3 server for mbox spools, run from inetd, systemd or
+# stunnel.  `make O=dir` builds into dir (the sanitizer build uses that).
 
 PROG=		pop3d
 SRCS=		pop3d.c session.c maildrop.c auth.c iobuf.c log.c
-OBJS=		$(SRCS:.c=.o)
 HDRS=		params.h session.h maildrop.h auth.h iobuf.h log.h
+O?=		.
+OBJS=		$(SRCS:%.c=$(O)/%.o)
 
 PREFIX?=	/usr/local
 SBINDIR?=	$(PREFIX)/sbin
@@ -29,24 +31,27 @@ ALL_CFLAGS=	-std=c11 -D_GNU_SOURCE $(BSD_CFLAGS) $(WARNINGS) \
 ALL_LDFLAGS=	$(HARDEN_LDFLAGS) $(LDFLAGS)
 LIBS=		-lpam -llockfile -lmd -lresolv $(BSD_LIBS)
 
-all: $(PROG)
+all: $(O)/$(PROG)
 
-$(PROG): $(OBJS)
+$(O)/$(PROG): $(OBJS)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
 
-.c.o:
+$(O)/%.o: %.c
+	@mkdir -p $(O)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-pop3d.o: pop3d.c $(HDRS)
-session.o: session.c session.h iobuf.h maildrop.h params.h log.h
-maildrop.o: maildrop.c maildrop.h iobuf.h params.h log.h
-auth.o: auth.c auth.h params.h log.h
-iobuf.o: iobuf.c iobuf.h params.h
-log.o: log.c log.h
+$(O)/pop3d.o: pop3d.c auth.h log.h params.h session.h iobuf.h
+$(O)/session.o: session.c session.h iobuf.h maildrop.h params.h log.h
+$(O)/maildrop.o: maildrop.c maildrop.h iobuf.h params.h log.h
+$(O)/auth.o: auth.c auth.h params.h log.h
+$(O)/iobuf.o: iobuf.c iobuf.h params.h
+$(O)/log.o: log.c log.h
 
 include tests/tests.mk
+-include install.mk
 
 clean:
-	rm -f $(PROG) $(OBJS) $(TEST_CLEAN)
+	rm -f $(PROG) $(SRCS:.c=.o) $(TEST_CLEAN)
+	rm -rf build
 
 .PHONY: all clean check install uninstall

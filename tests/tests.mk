@@ -1,20 +1,50 @@
-# Tests: criterion unit suites, PAM suites under pam_wrapper, and the
-# integration scripts (root, real accounts, real front ends and clients).
+# Tests.  `make check` runs everything the README promises: the criterion
+# unit suites, the PAM suite under pam_wrapper, the same suites again built
+# with ASan + UBSan, the root-only system and integration suites (real
+# accounts, front ends and clients), and the static checks.
 
 TEST_LIBS=	$(LIBS) -lcriterion
-TEST_BINS=	tests/test_session tests/test_maildrop tests/test_auth
-TEST_CLEAN=	$(TEST_BINS)
+UNIT_TESTS=	$(O)/tests/test_session $(O)/tests/test_maildrop
+TEST_CLEAN=	tests/test_session tests/test_maildrop tests/test_auth
+SAN_FLAGS=	-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+		-fno-sanitize-recover=all
 
-tests/test_session: tests/test_session.c tests/testlib.h session.o maildrop.o iobuf.o log.o
-	$(CC) $(ALL_CFLAGS) -I. $(ALL_LDFLAGS) -o $@ tests/test_session.c session.o maildrop.o iobuf.o log.o $(TEST_LIBS)
+$(O)/tests/test_session: tests/test_session.c tests/testlib.h $(O)/session.o $(O)/maildrop.o $(O)/iobuf.o $(O)/log.o
+	@mkdir -p $(O)/tests
+	$(CC) $(ALL_CFLAGS) -I. $(ALL_LDFLAGS) -o $@ tests/test_session.c $(O)/session.o $(O)/maildrop.o $(O)/iobuf.o $(O)/log.o $(TEST_LIBS)
 
-tests/test_maildrop: tests/test_maildrop.c maildrop.o iobuf.o log.o
-	$(CC) $(ALL_CFLAGS) -I. $(ALL_LDFLAGS) -o $@ tests/test_maildrop.c maildrop.o iobuf.o log.o $(TEST_LIBS)
+$(O)/tests/test_maildrop: tests/test_maildrop.c $(O)/maildrop.o $(O)/iobuf.o $(O)/log.o
+	@mkdir -p $(O)/tests
+	$(CC) $(ALL_CFLAGS) -I. $(ALL_LDFLAGS) -o $@ tests/test_maildrop.c $(O)/maildrop.o $(O)/iobuf.o $(O)/log.o $(TEST_LIBS)
 
-tests/test_auth: tests/test_auth.c auth.o log.o
-	$(CC) $(ALL_CFLAGS) -I. $(ALL_LDFLAGS) -o $@ tests/test_auth.c auth.o log.o $(TEST_LIBS)
+$(O)/tests/test_auth: tests/test_auth.c $(O)/auth.o $(O)/log.o
+	@mkdir -p $(O)/tests
+	$(CC) $(ALL_CFLAGS) -I. $(ALL_LDFLAGS) -o $@ tests/test_auth.c $(O)/auth.o $(O)/log.o $(TEST_LIBS)
 
-check: $(PROG) $(TEST_BINS)
-	tests/test_session
-	tests/test_maildrop
-	tests/run_auth_tests.sh tests/test_auth
+# Unit and PAM suites of this build.
+check-unit: $(O)/$(PROG) $(UNIT_TESTS) $(O)/tests/test_auth
+	$(O)/tests/test_session
+	$(O)/tests/test_maildrop
+	tests/run_auth_tests.sh $(O)/tests/test_auth
+
+# The same suites built with AddressSanitizer and UBSan; any report fails.
+check-sanitize:
+	$(MAKE) O=build/san CC=clang CFLAGS="$(SAN_FLAGS)" \
+	    LDFLAGS="-fsanitize=address,undefined" check-unit
+
+# Root-only suites: real accounts, PAM, locking, fault injection, front
+# ends and clients.  POP3D names the binary under test.
+check-system: $(O)/$(PROG)
+	POP3D=$(abspath $(O)/$(PROG)) tests/system/run
+
+check-integration: $(O)/$(PROG)
+	POP3D=$(abspath $(O)/$(PROG)) tests/integration/run
+
+check-static:
+	mandoc -Tlint -Wstyle pop3d.8
+	shellcheck tests/run-all tests/install-deps .ci/run \
+	    tests/run_auth_tests.sh
+
+check: check-unit check-sanitize check-static check-system check-integration
+
+.PHONY: check-unit check-sanitize check-system check-integration check-static
