@@ -428,8 +428,8 @@ Test(session, last_line_without_newline_still_ends_crlf_dot_crlf)
 
 	write_file(fx.mbox, mbox, sizeof(mbox) - 1);
 	expect(LOGIN "LIST 1\r\nRETR 1\r\nQUIT\r\n", GREETING "+OK\r\n"
-	    "+OK maildrop has 1 messages (27 octets)\r\n+OK 1 27\r\n"
-	    "+OK 27 octets\r\nSubject: x\r\n\r\nno newline\r\n.\r\n"
+	    "+OK maildrop has 1 messages (26 octets)\r\n+OK 1 26\r\n"
+	    "+OK 26 octets\r\nSubject: x\r\n\r\nno newline\r\n.\r\n"
 	    "+OK POP3 server signing off (1 messages left)\r\n");
 }
 

@@ -3,7 +3,9 @@
 # with ASan + UBSan, the root-only system and integration suites (real
 # accounts, front ends and clients), and the static checks.
 
-TEST_LIBS=	$(LIBS) -lcriterion
+# libbsd-ctor: setproctitle works without argv from main().
+CTOR_LIBS!=	$(PKG_CONFIG) --libs libbsd-ctor
+TEST_LIBS=	$(LIBS) $(CTOR_LIBS) -lcriterion
 UNIT_TESTS=	$(O)/tests/test_session $(O)/tests/test_maildrop
 TEST_CLEAN=	tests/test_session tests/test_maildrop tests/test_auth
 SAN_FLAGS=	-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
