@@ -38,6 +38,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "maildrop.h"
 #include "params.h"
 #include "session.h"
 
@@ -419,6 +420,48 @@ wait_child(pid_t pid, int *status)
 		}
 }
 
+/*
+ * A session killed in the middle of a commit leaves the undo journal
+ * behind; opening the maildrop rolls it back.  Do it now, as the user,
+ * rather than at the next login, so that other readers of the spool
+ * (mail readers, the MDA) see it whole again at once.
+ */
+static void
+recover_now(const struct passwd *pw, const char *path)
+{
+	struct maildrop	*md;
+	char		 why[128];
+	int		 journal_fd, status;
+	pid_t		 pid;
+
+	if ((journal_fd = open_journal(pw->pw_name)) == -1)
+		return;
+	if ((pid = fork()) == 0) {
+		drop_privileges(pw->pw_uid, pw->pw_gid);
+		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) ==
+		    MD_OK)
+			maildrop_close(md);
+		else
+			log_warnx("recovery after the kill: %s", why);
+		_exit(0);
+	}
+	close(journal_fd);
+	if (pid > 0)
+		wait_child(pid, &status);
+}
+
+static int
+copy_account(const struct passwd *src, struct passwd *dst)
+{
+	*dst = *src;
+	dst->pw_passwd = NULL;
+	dst->pw_gecos = NULL;
+	dst->pw_shell = NULL;
+	dst->pw_name = strdup(src->pw_name);
+	dst->pw_dir = strdup(src->pw_dir);
+	return dst->pw_name == NULL || dst->pw_dir == NULL ? -1 : 0;
+}
+
 static void __attribute__((noreturn))
 refuse(struct auth *auth, const char *line)
 {
@@ -435,13 +478,17 @@ static void __attribute__((noreturn))
 serve_user(const struct options *opt, const struct session_config *conf,
     struct auth *auth, const char *user, const struct creds_msg *msg)
 {
-	struct passwd	*pw;
+	struct passwd	 account, *pw;
 	char		 path[PATH_MAX];
 	int		 journal_fd, status;
 	pid_t		 pid;
 
-	if ((pw = getpwnam(user)) == NULL ||
-	    expand_maildrop(opt->maildrop, pw, path, sizeof(path)) == -1 ||
+	/* PAM modules may call getpwnam() too: keep a copy of our own. */
+	if ((pw = getpwnam(user)) == NULL || copy_account(pw, &account) == -1)
+		refuse(auth, "-ERR [SYS/TEMP] Cannot look up the account; "
+		    "try again later\r\n");
+	pw = &account;
+	if (expand_maildrop(opt->maildrop, pw, path, sizeof(path)) == -1 ||
 	    gid_is_mail(pw->pw_gid)) {
 		log_warnx("user %s: no maildrop path, or primary group mail",
 		    user);
@@ -466,9 +513,11 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	close(STDOUT_FILENO);
 	setproctitle("%s [monitor]", user);
 	wait_child(pid, &status);
-	if (WIFSIGNALED(status))
+	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
 		    WTERMSIG(status));
+		recover_now(pw, path);
+	}
 	auth_end(auth);
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
