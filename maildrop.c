@@ -1,0 +1,1722 @@
+/*
+ * The maildrop: a mbox spool file locked for the whole session, indexed
+ * in one streaming pass, sent as POP3 text, and rewritten in place on
+ * QUIT through an undo journal.  Runs with the user's privileges only:
+ * no root, no gid mail.
+ */
+#include <sys/types.h>
+#include <sys/file.h>
+#include <sys/param.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lockfile.h>
+#include <md5.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "iobuf.h"
+#include "log.h"
+#include "maildrop.h"
+#include "params.h"
+
+/* Bytes of MD5 kept for a UIDL: 24 hex characters (RFC 1939 section 7). */
+#define UIDL_HASH_LEN	12
+/*
+ * A line is classified from its first bytes: "From ", a header name, or
+ * the pseudo-message's Subject (57 bytes).  A line start shorter than
+ * this at the end of a chunk is carried into the next one.
+ */
+#define SCAN_HEAD	64
+/*
+ * maildrop_send() converts this much text per outbuf_reserve(): the
+ * output is at most twice the input (a "." line grows from 2 to 4
+ * bytes), so the buffer is at least half full before each write.
+ */
+#define SEND_PIECE	(OUTBUF_SIZE / 4)
+
+/* The mbox From_ line that starts every message. */
+#define FROM_LINE	"From "
+#define FROM_LEN	5
+
+/*
+ * One message in 64 bytes at most (issue 4: session RSS under 4 MiB
+ * plus 64 bytes per message).  Offsets are into the spool file.
+ */
+struct msg {
+	off_t		from;	/* the From_ line */
+	off_t		text;	/* after the From_ line */
+	off_t		end;	/* text end, separator excluded */
+	off_t		hdr_end; /* after the blank line */
+	uint64_t	octets;	/* as sent: CRLF, unstuffed */
+	uint8_t		hash[UIDL_HASH_LEN];
+	uint32_t	dup;	/* k-th with this hash */
+	uint8_t		deleted;
+};
+_Static_assert(sizeof(struct msg) <= 64, "index entry over 64 bytes");
+
+struct maildrop {
+	int		 fd;		/* -1: no spool file */
+	int		 journal_fd;	/* -1: none */
+	char		*lockpath;	/* PATH.lock */
+	int		 dotlocked;
+	int		 dotlock_error;	/* liblockfile's L_* */
+	int		 flocked;
+	dev_t		 dev;
+	ino_t		 ino;
+	off_t		 size;		/* bytes indexed */
+	struct msg	*msgs;		/* pseudo-message included */
+	size_t		 nmsgs;
+	size_t		 cap;
+	size_t		 first;		/* 1 if msgs[0] is it */
+	struct timespec	 touched;	/* dot-lock, monotonic */
+	char		*buf;		/* FILE_CHUNK + SCAN_HEAD */
+	char		*why;		/* the caller's reason */
+	size_t		 whylen;
+};
+
+/* Verdict of one non-blocking lock attempt. */
+enum lock_try {
+	LOCK_TAKEN,
+	LOCK_BUSY,
+	LOCK_ERROR
+};
+
+/*
+ * Indexing state: one line at a time; a long line may span chunks.
+ * "The line" is the current line, "the text" the current message's.
+ */
+struct scan {
+	struct maildrop	*md;
+	enum md_status	 status;	/* why the scan failed */
+	struct msg	 cur;		/* the message being indexed */
+	int		 have_msg;
+	off_t		 off;		/* where the line starts */
+	off_t		 line_len;	/* of a long line, so far */
+	int		 in_line;	/* a long line goes on */
+	int		 line_from;	/* the line is a From_ line */
+	int		 line_empty;
+	int		 line_hdr_end;	/* the line ends the headers */
+	int		 hashing;	/* the line is hashed */
+	int		 counting;	/* the line is text */
+	int		 pending_cr;	/* hashed CR held back */
+	int		 last_cr;	/* the line's last byte is CR */
+	int		 in_headers;
+	int		 skip_header;	/* header not hashed */
+	int		 pseudo;	/* first message is pseudo */
+	int		 prev_empty;	/* the previous line was */
+	off_t		 prev_empty_at;
+	int		 prev_empty_bare;
+	int		 partial_last;	/* last line: no newline */
+	uint64_t	 bare;		/* LF without CR in text */
+	uint64_t	 hdr_octets;
+	MD5_CTX		 ctx;
+};
+
+/* Streaming state of maildrop_send(). */
+struct sender {
+	struct outbuf	*out;
+	int		 bol;		/* next byte starts a line */
+	int		 cr;		/* last byte sent was CR */
+	long		 left;		/* lines to send; -1: all */
+};
+
+/* The commit's arithmetic: see the comment before commit_plan(). */
+struct plan {
+	size_t		first;		/* first marked message */
+	off_t		start;		/* P: where it starts */
+	off_t		newsize;	/* N */
+	off_t		oldsize;	/* S0 */
+};
+
+/*
+ * The undo journal's header, at offset 0 of a JOURNAL_HDR_SIZE block;
+ * the data follows the block.  Native byte order: the journal never
+ * leaves the machine that wrote it.
+ */
+#define JOURNAL_MAGIC		"POP3DJ1"
+#define JOURNAL_HDR_SIZE	4096
+struct jheader {
+	char		magic[8];
+	uint64_t	dev, ino;	/* the spool's */
+	uint64_t	start;		/* P */
+	uint64_t	newsize;	/* N */
+	uint64_t	oldsize;	/* S0 */
+	uint8_t		tail_md5[MD5_DIGEST_LENGTH];	/* [N, S0) */
+	uint64_t	datalen;	/* N - P */
+	uint8_t		data_md5[MD5_DIGEST_LENGTH];
+	uint8_t		hdr_md5[MD5_DIGEST_LENGTH];	/* the rest */
+};
+_Static_assert(offsetof(struct jheader, hdr_md5) == 88 &&
+    sizeof(struct jheader) == 104, "journal header has padding");
+
+/* What journal_load() found. */
+enum journal_state {
+	J_EMPTY,
+	J_VALID,
+	J_INVALID,
+	J_ERROR
+};
+
+static enum md_status md_fail(struct maildrop *, enum md_status,
+		    const char *, ...) __attribute__((format(printf, 3, 4)));
+
+/* Reasons and helpers. */
+
+/* Set the caller's reason for the log and return st. */
+static enum md_status
+md_fail(struct maildrop *md, enum md_status st, const char *fmt, ...)
+{
+	va_list	ap;
+
+	if (md->why != NULL && md->whylen > 0) {
+		va_start(ap, fmt);
+		vsnprintf(md->why, md->whylen, fmt, ap);
+		va_end(ap);
+	}
+	return st;
+}
+
+static struct msg *
+msg_at(const struct maildrop *md, size_t msg)
+{
+	return &md->msgs[md->first + msg];
+}
+
+/* A message's bytes in the file: its From_ line up to the next one. */
+static off_t
+span_end(const struct maildrop *md, size_t i)
+{
+	return i + 1 < md->nmsgs ? md->msgs[i + 1].from : md->size;
+}
+
+/* pread() all of n bytes; a short count means the file shrank. */
+static int
+pread_full(int fd, void *buf, size_t n, off_t off)
+{
+	ssize_t	r;
+	size_t	done = 0;
+
+	while (done < n) {
+		r = pread(fd, (char *)buf + done, n - done, off + done);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			return -1;
+		if (r == 0) {
+			errno = ENODATA;
+			return -1;
+		}
+		done += r;
+	}
+	return 0;
+}
+
+static int
+pwrite_full(int fd, const void *buf, size_t n, off_t off)
+{
+	ssize_t	r;
+	size_t	done = 0;
+
+	while (done < n) {
+		r = pwrite(fd, (const char *)buf + done, n - done, off + done);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			return -1;
+		done += r;
+	}
+	return 0;
+}
+
+static off_t
+chunk_len(off_t left)
+{
+	return left < FILE_CHUNK ? left : FILE_CHUNK;
+}
+
+/* MD5 of len bytes of fd at off, read through md->buf. */
+static int
+hash_range(struct maildrop *md, int fd, off_t off, off_t len,
+    uint8_t digest[MD5_DIGEST_LENGTH])
+{
+	MD5_CTX	ctx;
+	off_t	n;
+
+	MD5Init(&ctx);
+	for (; len > 0; off += n, len -= n) {
+		n = chunk_len(len);
+		if (pread_full(fd, md->buf, n, off) == -1)
+			return -1;
+		MD5Update(&ctx, (const uint8_t *)md->buf, n);
+	}
+	MD5Final(digest, &ctx);
+	return 0;
+}
+
+static long long
+elapsed_ms(const struct timespec *since)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - since->tv_sec) * 1000LL +
+	    (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec	ts;
+
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000;
+	/* A signal cuts the nap short; the caller's deadline still holds. */
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Locking (Debian Policy 11.6): fcntl() first, then the dot-lock
+ * PATH.lock, then flock() for MDAs that use only flock() (on Linux it
+ * is independent of fcntl()).  Each is tried without blocking every
+ * LOCK_RETRY_MS until LOCK_WAIT_MS have passed in all, so that two
+ * programs taking the locks in different orders cannot deadlock; then
+ * -ERR [IN-USE] (RFC 2449 section 8.1.2).  All are held until
+ * maildrop_close().
+ *
+ * The dot-lock uses liblockfile's lockfile_create(), not maillock():
+ * maillock() derives the path from MAILDIR or $MAIL (our path is a
+ * template), keeps it in library globals, and writes no pid, so a lock
+ * left by a dead session would block mail for 5 minutes.  With L_PID
+ * the lock holds our pid and a dead holder's lock is broken at once.
+ * Found by experiment with liblockfile 1.17 as a user without gid mail
+ * and /var/mail 2775 root:mail: creating the temporary lock file fails
+ * with EACCES, and since the spool is a regular file owned by the real
+ * uid in a directory writable by the group of the setgid helper,
+ * lockfile_create() runs "dotlockfile -l -r 0 -q -p PATH.lock", which
+ * writes our pid (its parent's) into the lock; lockfile_remove() runs
+ * "dotlockfile -u" the same way.  The lock file is then ours (owner
+ * uid, group mail), so lockfile_touch(), a plain utime(), works
+ * without the helper.  The helper cannot lock for a spool that does
+ * not exist: a missing spool is not locked at all (see open_spool()).
+ * The helper is run with fork() and waitpid(): SIGCHLD must not be
+ * ignored in the session.
+ */
+
+static enum lock_try
+lock_fcntl(struct maildrop *md)
+{
+	struct flock	fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;		/* l_len 0: to EOF, and beyond */
+	if (fcntl(md->fd, F_SETLK, &fl) == 0)
+		return LOCK_TAKEN;
+	if (errno == EACCES || errno == EAGAIN || errno == EINTR)
+		return LOCK_BUSY;
+	return LOCK_ERROR;
+}
+
+static enum lock_try
+lock_dot(struct maildrop *md)
+{
+	int	r;
+
+	/* No retries inside: the library would sleep 5 s between them. */
+	r = lockfile_create(md->lockpath, 0, L_PID);
+	if (r == L_SUCCESS) {
+		md->dotlocked = 1;
+		clock_gettime(CLOCK_MONOTONIC, &md->touched);
+		return LOCK_TAKEN;
+	}
+	if (r == L_MAXTRYS)
+		return LOCK_BUSY;
+	md->dotlock_error = r;
+	return LOCK_ERROR;
+}
+
+static enum lock_try
+lock_flock(struct maildrop *md)
+{
+	if (flock(md->fd, LOCK_EX | LOCK_NB) == 0) {
+		md->flocked = 1;
+		return LOCK_TAKEN;
+	}
+	if (errno == EWOULDBLOCK || errno == EINTR)
+		return LOCK_BUSY;
+	return LOCK_ERROR;
+}
+
+/* liblockfile returns its own codes, not errno values. */
+static const char *
+dotlock_reason(const struct maildrop *md)
+{
+	switch (md->dotlock_error) {
+	case L_TMPLOCK:
+		/* Also dotlockfile's refusal: spool missing or not ours. */
+		return "cannot create a lock file in the spool directory";
+	case L_TMPWRITE:
+		return "cannot write the lock file";
+	case L_RMSTALE:
+		return "cannot remove a stale lock file";
+	case L_NAMELEN:
+		return "name too long";
+	default:
+		return "liblockfile error";
+	}
+}
+
+/* Try one lock until it is taken or the shared deadline has passed. */
+static enum lock_try
+lock_retry(struct maildrop *md, enum lock_try (*try)(struct maildrop *),
+    const struct timespec *start)
+{
+	enum lock_try	r;
+	long long	left;
+
+	for (;;) {
+		if ((r = try(md)) != LOCK_BUSY)
+			return r;
+		if ((left = LOCK_WAIT_MS - elapsed_ms(start)) <= 0)
+			return LOCK_BUSY;
+		sleep_ms(left < LOCK_RETRY_MS ? left : LOCK_RETRY_MS);
+	}
+}
+
+/* Take the three locks; what was taken is released by maildrop_close(). */
+static enum md_status
+lock_spool(struct maildrop *md, const char *path)
+{
+	static const struct {
+		enum lock_try	(*try)(struct maildrop *);
+		const char	*name;
+	} locks[] = {
+		{ lock_fcntl,	"fcntl" },
+		{ lock_dot,	"dot-lock" },
+		{ lock_flock,	"flock" }
+	};
+	struct timespec	start;
+	size_t		i;
+
+	if (asprintf(&md->lockpath, "%s.lock", path) == -1) {
+		md->lockpath = NULL;
+		return md_fail(md, MD_SYSTEMP, "out of memory");
+	}
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (i = 0; i < sizeof(locks) / sizeof(locks[0]); i++) {
+		switch (lock_retry(md, locks[i].try, &start)) {
+		case LOCK_TAKEN:
+			break;
+		case LOCK_BUSY:
+			return md_fail(md, MD_INUSE, "locked by another "
+			    "process (%s)", locks[i].name);
+		case LOCK_ERROR:
+			return md_fail(md, MD_SYSTEMP, "%s: %s",
+			    locks[i].name, locks[i].try == lock_dot ?
+			    dotlock_reason(md) : strerror(errno));
+		}
+	}
+	return MD_OK;
+}
+
+/* Opening. */
+
+/* An open(2) error: permanent if the administrator must act. */
+static enum md_status
+open_error(struct maildrop *md, int error)
+{
+	switch (error) {
+	case ELOOP:
+		return md_fail(md, MD_SYSPERM, "spool is a symbolic link");
+	case EACCES:
+	case EPERM:
+	case EISDIR:
+	case ENOTDIR:
+	case ENXIO:
+	case ENAMETOOLONG:
+	case EROFS:
+		return md_fail(md, MD_SYSPERM, "open: %s", strerror(error));
+	default:
+		return md_fail(md, MD_SYSTEMP, "open: %s", strerror(error));
+	}
+}
+
+/*
+ * A spool must be a regular file of the user's, with no other name:
+ * a second link would let whoever made it read or rewrite the mail.
+ */
+static enum md_status
+check_spool(struct maildrop *md)
+{
+	struct stat	st;
+
+	if (fstat(md->fd, &st) == -1)
+		return md_fail(md, MD_SYSTEMP, "fstat: %s", strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return md_fail(md, MD_SYSPERM, "spool is not a regular file");
+	if (st.st_uid != geteuid())
+		return md_fail(md, MD_SYSPERM, "spool owned by uid %lu",
+		    (unsigned long)st.st_uid);
+	if (st.st_nlink != 1)
+		return md_fail(md, MD_SYSPERM, "spool has %lu links",
+		    (unsigned long)st.st_nlink);
+	md->dev = st.st_dev;
+	md->ino = st.st_ino;
+	return MD_OK;
+}
+
+/*
+ * A missing spool is an empty maildrop (issue 4) and is not created.
+ * It is not locked either: with no message nothing can be marked, so
+ * UPDATE writes nothing, and an MDA creating the file meanwhile does
+ * no harm; liblockfile's helper also refuses to dot-lock a spool that
+ * does not exist.
+ */
+static enum md_status
+open_spool(struct maildrop *md, const char *path)
+{
+	md->fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	if (md->fd == -1) {
+		if (errno == ENOENT)
+			return MD_OK;
+		return open_error(md, errno);
+	}
+	return check_spool(md);
+}
+
+/*
+ * Indexing.
+ *
+ * mbox: a message starts with a "From " line at the start of the file
+ * or after an empty line ("\n" or "\r\n"); that empty line separates
+ * and belongs to no message, and one trailing empty line at the end of
+ * the file is dropped too.  Content-Length: is not trusted.  LF and
+ * CRLF files are accepted, and a last line without newline.  The file
+ * is read in FILE_CHUNK blocks and scanned line by line with memchr():
+ * per line a few tests, per header line a few more, so a 500 MB spool
+ * is indexed in well under a second from the page cache.  mmap() is
+ * not used: touched pages would count in the session's RSS.
+ *
+ * UIDL (RFC 1939 section 7: 1-70 characters 0x21-0x7E, unique,
+ * persistent).  The id is the first 12 bytes of an MD5, in lowercase
+ * hex (24 characters), over
+ *	- the From_ line,
+ *	- every header line except Status:, X-Status:, X-UID:,
+ *	  X-Keywords:, X-IMAP:, X-IMAPbase:, Content-Length: and Lines:
+ *	  (names case-insensitive; continuation lines follow their
+ *	  header), which local mail readers rewrite,
+ *	- the body's size as sent (8 bytes, little-endian),
+ * with every line end hashed as LF, so CRLF and LF copies match.  Only
+ * header bytes are hashed.  The k-th message (k >= 2) in file order
+ * with the hash of an earlier one gets ".k" appended, so byte-identical
+ * messages differ.  An id survives sessions, the deletion of other
+ * messages and those header edits.  Limits: two identical messages
+ * swap ids if the first is deleted and the second kept; an edit of
+ * any other header or of the body size gives a new id (the message
+ * is downloaded again, never lost).  An X-UIDL: header is never read:
+ * anyone who sends mail controls it.
+ */
+
+/* Headers that mail readers rewrite; they must not change a UIDL. */
+static int
+header_unhashed(const char *p, size_t n)
+{
+	static const struct {
+		const char	*name;
+		size_t		 len;
+	} names[] = {
+		{ "Status:", 7 },
+		{ "X-Status:", 9 },
+		{ "X-UID:", 6 },
+		{ "X-Keywords:", 11 },
+		{ "X-IMAP:", 7 },
+		{ "X-IMAPbase:", 11 },
+		{ "Content-Length:", 15 },
+		{ "Lines:", 6 }
+	};
+	size_t	i;
+
+	/* Most headers are ruled out by their first letter. */
+	switch (p[0] | 0x20) {
+	case 'c':
+	case 'l':
+	case 's':
+	case 'x':
+		break;
+	default:
+		return 0;
+	}
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (n >= names[i].len &&
+		    strncasecmp(p, names[i].name, names[i].len) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * UW-IMAP and Pine keep folder state in a first message that is not
+ * mail; it is never listed, never deleted, and kept by the commit.
+ */
+static int
+header_pseudo(const char *p, size_t n)
+{
+	static const char subject[] =
+	    "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA";
+
+	if (n >= 7 && strncasecmp(p, "X-IMAP:", 7) == 0)
+		return 1;
+	return n >= sizeof(subject) - 1 &&
+	    strncmp(p, subject, sizeof(subject) - 1) == 0;
+}
+
+static void
+hash_bytes(struct scan *sc, const char *p, size_t n)
+{
+	MD5Update(&sc->ctx, (const uint8_t *)p, n);
+}
+
+/*
+ * Hash a piece of a line (no LF).  A CR at its end is held back until
+ * it is known whether an LF follows, so CRLF hashes as LF.
+ */
+static void
+hash_piece(struct scan *sc, const char *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (sc->pending_cr) {
+		hash_bytes(sc, "\r", 1);
+		sc->pending_cr = 0;
+	}
+	if (p[n - 1] == '\r') {
+		sc->pending_cr = 1;
+		n--;
+	}
+	hash_bytes(sc, p, n);
+}
+
+/* A header line (n bytes available from its start) in the headers. */
+static void
+header_begin(struct scan *sc, const char *p, size_t n)
+{
+	if (sc->line_empty) {
+		sc->in_headers = 0;
+		sc->line_hdr_end = 1;
+		return;
+	}
+	/* RFC 5322 section 2.2.3: a continuation starts with WSP. */
+	if (p[0] != ' ' && p[0] != '\t') {
+		sc->skip_header = header_unhashed(p, n);
+		if (sc->md->nmsgs == 0 && header_pseudo(p, n))
+			sc->pseudo = 1;
+	}
+	sc->hashing = !sc->skip_header;
+}
+
+static int
+msg_store(struct scan *sc)
+{
+	struct maildrop	*md = sc->md;
+	struct msg	*m;
+	size_t		 cap;
+
+	if (md->nmsgs == md->cap) {
+		cap = md->cap ? md->cap * 2 : 64;
+		m = reallocarray(md->msgs, cap, sizeof(*m));
+		if (m == NULL) {
+			sc->status = md_fail(md, MD_SYSTEMP, "out of memory");
+			return -1;
+		}
+		md->msgs = m;
+		md->cap = cap;
+	}
+	md->msgs[md->nmsgs++] = sc->cur;
+	return 0;
+}
+
+/* The UIDL hash ends with the body's size as sent. */
+static void
+hash_finish(struct scan *sc, uint64_t body)
+{
+	uint8_t	digest[MD5_DIGEST_LENGTH], le[8];
+	int	i;
+
+	for (i = 0; i < 8; i++)
+		le[i] = body >> (8 * i);
+	MD5Update(&sc->ctx, le, sizeof(le));
+	MD5Final(digest, &sc->ctx);
+	memcpy(sc->cur.hash, digest, UIDL_HASH_LEN);
+}
+
+/* End the current message where the current line starts (or at EOF). */
+static int
+msg_close(struct scan *sc)
+{
+	struct msg	*m = &sc->cur;
+
+	m->end = sc->off;
+	if (sc->prev_empty) {
+		m->end = sc->prev_empty_at;
+		sc->bare -= sc->prev_empty_bare;
+	}
+	/* RFC 1939 section 11: every line end counts as CRLF. */
+	m->octets = m->end - m->text + sc->bare + (sc->partial_last ? 2 : 0);
+	if (sc->in_headers || m->hdr_end > m->end) {
+		m->hdr_end = m->end;
+		sc->hdr_octets = m->octets;
+	}
+	hash_finish(sc, m->octets - sc->hdr_octets);
+	return msg_store(sc);
+}
+
+static int
+msg_begin(struct scan *sc)
+{
+	struct maildrop	*md = sc->md;
+
+	if (sc->have_msg && msg_close(sc) == -1)
+		return -1;
+	if (md->nmsgs - (sc->pseudo ? 1 : 0) >= MAX_MESSAGES) {
+		sc->status = md_fail(md, MD_SYSPERM, "MAX_MESSAGES (%d) "
+		    "exceeded", MAX_MESSAGES);
+		return -1;
+	}
+	memset(&sc->cur, 0, sizeof(sc->cur));
+	sc->cur.from = sc->off;
+	sc->have_msg = 1;
+	sc->line_from = 1;
+	sc->hashing = 1;
+	sc->counting = 0;
+	sc->in_headers = 1;
+	sc->skip_header = 0;
+	sc->bare = 0;
+	sc->partial_last = 0;
+	MD5Init(&sc->ctx);
+	return 0;
+}
+
+/*
+ * Classify a line from its first n bytes: all of it when complete,
+ * else at least SCAN_HEAD bytes, or what is left at EOF.
+ */
+static int
+line_begin(struct scan *sc, const char *p, size_t n, int complete)
+{
+	sc->line_empty = complete && (n == 1 || (n == 2 && p[0] == '\r'));
+	sc->line_from = 0;
+	sc->line_hdr_end = 0;
+	if (sc->prev_empty && n >= FROM_LEN &&
+	    memcmp(p, FROM_LINE, FROM_LEN) == 0)
+		return msg_begin(sc);
+	sc->hashing = 0;
+	sc->counting = 1;
+	if (sc->in_headers)
+		header_begin(sc, p, n);
+	return 0;
+}
+
+/* The end of a hashed long line: hashed as LF, like every line end. */
+static void
+long_line_hash_end(struct scan *sc, int newline)
+{
+	/* A CR without LF at EOF is a lone CR, sent as is. */
+	if (sc->pending_cr && !newline)
+		hash_bytes(sc, "\r", 1);
+	sc->pending_cr = 0;
+	hash_bytes(sc, "\n", 1);
+}
+
+/* The line of len bytes (its LF included) ends. */
+static void
+line_end(struct scan *sc, off_t len, int newline, int cr_before)
+{
+	if (sc->counting && newline && !cr_before)
+		sc->bare++;
+	if (sc->line_from)
+		sc->cur.text = sc->off + len;
+	if (sc->line_hdr_end) {
+		sc->cur.hdr_end = sc->off + len;
+		sc->hdr_octets = sc->cur.hdr_end - sc->cur.text + sc->bare;
+	}
+	if (!newline && sc->counting)
+		sc->partial_last = 1;
+	sc->prev_empty = sc->line_empty;
+	if (sc->line_empty) {
+		sc->prev_empty_at = sc->off;
+		sc->prev_empty_bare = len == 1;
+	}
+	sc->off += len;
+}
+
+/* A whole line of n bytes, its LF included. */
+static int
+scan_line(struct scan *sc, const char *p, size_t n)
+{
+	int	cr = n >= 2 && p[n - 2] == '\r';
+
+	if (line_begin(sc, p, n, 1) == -1)
+		return -1;
+	/* CRLF is hashed as LF, so that CRLF and LF files hash alike. */
+	if (sc->hashing && cr) {
+		hash_bytes(sc, p, n - 2);
+		hash_bytes(sc, "\n", 1);
+	} else if (sc->hashing)
+		hash_bytes(sc, p, n);
+	line_end(sc, n, 1, cr);
+	return 0;
+}
+
+/* Bytes of a line that spans chunks (no LF among them). */
+static void
+long_line_piece(struct scan *sc, const char *p, size_t n)
+{
+	if (sc->hashing)
+		hash_piece(sc, p, n);
+	sc->line_len += n;
+	if (n > 0)
+		sc->last_cr = p[n - 1] == '\r';
+}
+
+static int
+long_line_begin(struct scan *sc, const char *p, size_t n)
+{
+	if (line_begin(sc, p, n, 0) == -1)
+		return -1;
+	sc->in_line = 1;
+	sc->line_len = 0;
+	sc->last_cr = 0;
+	long_line_piece(sc, p, n);
+	return 0;
+}
+
+/* More of a long line, up to stop; at a newline if nl. */
+static const char *
+long_line_more(struct scan *sc, const char *p, const char *stop, int nl)
+{
+	long_line_piece(sc, p, stop - p);
+	if (!nl)
+		return stop;
+	if (sc->hashing)
+		long_line_hash_end(sc, 1);
+	line_end(sc, sc->line_len + 1, 1, sc->last_cr);
+	sc->in_line = 0;
+	return stop + 1;
+}
+
+/*
+ * Body lines after a non-empty line can neither start a message nor end
+ * the headers: most lines of a spool take this short path, which stops
+ * before an empty line or a line without its LF.
+ */
+static const char *
+scan_body(struct scan *sc, const char *p, const char *end)
+{
+	const char	*nl;
+	uint64_t	 bare = sc->bare;
+	off_t		 off = sc->off;
+
+	while ((nl = memchr(p, '\n', end - p)) != NULL) {
+		if (nl == p || (nl == p + 1 && p[0] == '\r'))
+			break;
+		bare += nl[-1] != '\r';
+		off += nl + 1 - p;
+		p = nl + 1;
+	}
+	sc->bare = bare;
+	sc->off = off;
+	return p;
+}
+
+/*
+ * Index the lines in buf[0..len).  Returns the bytes used: the start of
+ * a line shorter than SCAN_HEAD without its LF is left for the next
+ * chunk, so every line is classified from its first bytes.
+ */
+static ssize_t
+scan_chunk(struct scan *sc, const char *buf, size_t len, int eof)
+{
+	const char	*p = buf, *end = buf + len, *nl;
+
+	while (p < end) {
+		if (!sc->in_headers && !sc->prev_empty && !sc->in_line &&
+		    (p = scan_body(sc, p, end)) == end)
+			break;
+		nl = memchr(p, '\n', end - p);
+		if (sc->in_line)
+			p = long_line_more(sc, p, nl ? nl : end, nl != NULL);
+		else if (nl != NULL) {
+			if (scan_line(sc, p, nl + 1 - p) == -1)
+				return -1;
+			p = nl + 1;
+		} else if (eof || end - p >= SCAN_HEAD) {
+			if (long_line_begin(sc, p, end - p) == -1)
+				return -1;
+			p = end;
+		} else
+			break;
+	}
+	return p - buf;
+}
+
+static int
+scan_finish(struct scan *sc)
+{
+	if (sc->in_line) {
+		if (sc->hashing)
+			long_line_hash_end(sc, 0);
+		line_end(sc, sc->line_len, 0, 0);
+		sc->in_line = 0;
+	}
+	if (sc->have_msg && msg_close(sc) == -1)
+		return -1;
+	sc->md->first = sc->pseudo && sc->md->nmsgs > 0;
+	return 0;
+}
+
+static int
+hash_order(const void *a, const void *b, void *arg)
+{
+	const struct maildrop	*md = arg;
+	uint32_t		 i = *(const uint32_t *)a;
+	uint32_t		 j = *(const uint32_t *)b;
+	int			 c;
+
+	c = memcmp(md->msgs[i].hash, md->msgs[j].hash, UIDL_HASH_LEN);
+	if (c != 0)
+		return c;
+	return i < j ? -1 : i > j;
+}
+
+/* Number identical hashes 1, 2, ... in file order (4 bytes a message). */
+static enum md_status
+mark_duplicates(struct maildrop *md)
+{
+	uint32_t	*ix;
+	size_t		 i, n = md->nmsgs - md->first;
+	struct msg	*m, *prev = NULL;
+
+	if (n == 0)
+		return MD_OK;
+	if ((ix = reallocarray(NULL, n, sizeof(*ix))) == NULL)
+		return md_fail(md, MD_SYSTEMP, "out of memory");
+	for (i = 0; i < n; i++)
+		ix[i] = md->first + i;
+	qsort_r(ix, n, sizeof(*ix), hash_order, md);
+	for (i = 0; i < n; i++) {
+		m = &md->msgs[ix[i]];
+		m->dup = 1;
+		if (prev != NULL && memcmp(prev->hash, m->hash,
+		    UIDL_HASH_LEN) == 0)
+			m->dup = prev->dup + 1;
+		prev = m;
+	}
+	free(ix);
+	return MD_OK;
+}
+
+/* The size to index, after the locks; limits from params.h. */
+static enum md_status
+index_size(struct maildrop *md)
+{
+	struct stat	st;
+	char		head[FROM_LEN];
+
+	if (fstat(md->fd, &st) == -1)
+		return md_fail(md, MD_SYSTEMP, "fstat: %s", strerror(errno));
+	if (st.st_size > MAX_MAILDROP_BYTES)
+		return md_fail(md, MD_SYSPERM, "MAX_MAILDROP_BYTES (%lld) "
+		    "exceeded", (long long)MAX_MAILDROP_BYTES);
+	md->size = st.st_size;
+	if (md->size == 0)
+		return MD_OK;
+	if (md->size < FROM_LEN ||
+	    pread_full(md->fd, head, FROM_LEN, 0) == -1 ||
+	    memcmp(head, FROM_LINE, FROM_LEN) != 0)
+		return md_fail(md, MD_SYSPERM, "not a mbox: no From_ line "
+		    "at the start");
+	return MD_OK;
+}
+
+/* One pass over the spool; never more than a chunk in memory. */
+static enum md_status
+index_spool(struct maildrop *md)
+{
+	struct scan	sc;
+	enum md_status	st;
+	off_t		off = 0, want;
+	size_t		carry = 0, have;
+	ssize_t		used;
+
+	if ((st = index_size(md)) != MD_OK)
+		return st;
+	memset(&sc, 0, sizeof(sc));
+	sc.md = md;
+	sc.prev_empty = 1;		/* the file start acts as one */
+	while (off < md->size) {
+		want = chunk_len(md->size - off);
+		if (pread_full(md->fd, md->buf + carry, want, off) == -1)
+			return md_fail(md, MD_SYSTEMP, "read: %s",
+			    strerror(errno));
+		off += want;
+		have = carry + want;
+		if ((used = scan_chunk(&sc, md->buf, have,
+		    off == md->size)) == -1)
+			return sc.status;
+		carry = have - used;
+		memmove(md->buf, md->buf + used, carry);
+	}
+	if (scan_finish(&sc) == -1)
+		return sc.status;
+	return mark_duplicates(md);
+}
+
+/*
+ * The undo journal: see the block comment before commit_plan().
+ */
+
+static int
+journal_invalidate(struct maildrop *md)
+{
+	if (ftruncate(md->journal_fd, 0) == -1 || fsync(md->journal_fd) == -1)
+		return -1;
+	return 0;
+}
+
+static void
+journal_seal(struct jheader *jh)
+{
+	MD5_CTX	ctx;
+
+	MD5Init(&ctx);
+	MD5Update(&ctx, (const uint8_t *)jh, offsetof(struct jheader, hdr_md5));
+	MD5Final(jh->hdr_md5, &ctx);
+}
+
+/* Magic, header hash and arithmetic; the data hash is checked later. */
+static int
+journal_sane(const struct jheader *jh, off_t jsize)
+{
+	struct jheader	copy = *jh;
+
+	journal_seal(&copy);
+	if (memcmp(jh->magic, JOURNAL_MAGIC, sizeof(JOURNAL_MAGIC)) != 0 ||
+	    memcmp(copy.hdr_md5, jh->hdr_md5, MD5_DIGEST_LENGTH) != 0)
+		return 0;
+	return jh->start <= jh->newsize && jh->newsize < jh->oldsize &&
+	    jh->datalen == jh->newsize - jh->start &&
+	    jh->oldsize <= (uint64_t)MAX_MAILDROP_BYTES &&
+	    (uint64_t)jsize >= JOURNAL_HDR_SIZE + jh->datalen;
+}
+
+static enum journal_state
+journal_load(struct maildrop *md, struct jheader *jh)
+{
+	struct stat	st;
+
+	if (fstat(md->journal_fd, &st) == -1)
+		return J_ERROR;
+	if (st.st_size == 0)
+		return J_EMPTY;
+	if (st.st_size < JOURNAL_HDR_SIZE)
+		return J_INVALID;
+	if (pread_full(md->journal_fd, jh, sizeof(*jh), 0) == -1)
+		return J_ERROR;
+	return journal_sane(jh, st.st_size) ? J_VALID : J_INVALID;
+}
+
+/* 1 if the journal data is intact, 0 if torn, -1 on a read error. */
+static int
+journal_data_ok(struct maildrop *md, const struct jheader *jh)
+{
+	uint8_t	digest[MD5_DIGEST_LENGTH];
+
+	if (hash_range(md, md->journal_fd, JOURNAL_HDR_SIZE, jh->datalen,
+	    digest) == -1)
+		return -1;
+	return memcmp(digest, jh->data_md5, MD5_DIGEST_LENGTH) == 0;
+}
+
+/* Write the journal's bytes back to [P, N) of the spool, then fsync. */
+static int
+journal_restore(struct maildrop *md, const struct jheader *jh)
+{
+	off_t	done, n;
+
+	for (done = 0; done < (off_t)jh->datalen; done += n) {
+		n = chunk_len(jh->datalen - done);
+		if (pread_full(md->journal_fd, md->buf, n,
+		    JOURNAL_HDR_SIZE + done) == -1 ||
+		    pwrite_full(md->fd, md->buf, n, jh->start + done) == -1)
+			return -1;
+	}
+	return fsync(md->fd);
+}
+
+/* Copy [P, N) of the spool into the journal, hashing it. */
+static int
+journal_copy(struct maildrop *md, struct jheader *jh)
+{
+	MD5_CTX	ctx;
+	off_t	done, n;
+
+	MD5Init(&ctx);
+	for (done = 0; done < (off_t)jh->datalen; done += n) {
+		n = chunk_len(jh->datalen - done);
+		if (pread_full(md->fd, md->buf, n, jh->start + done) == -1 ||
+		    pwrite_full(md->journal_fd, md->buf, n,
+		    JOURNAL_HDR_SIZE + done) == -1)
+			return -1;
+		MD5Update(&ctx, (const uint8_t *)md->buf, n);
+	}
+	MD5Final(jh->data_md5, &ctx);
+	return 0;
+}
+
+/* Step 1: the journal, complete and on disk before the spool is touched. */
+static int
+journal_write(struct maildrop *md, const struct plan *pl, struct jheader *jh)
+{
+	memset(jh, 0, sizeof(*jh));
+	memcpy(jh->magic, JOURNAL_MAGIC, sizeof(JOURNAL_MAGIC));
+	jh->dev = md->dev;
+	jh->ino = md->ino;
+	jh->start = pl->start;
+	jh->newsize = pl->newsize;
+	jh->oldsize = pl->oldsize;
+	jh->datalen = pl->newsize - pl->start;
+	if (hash_range(md, md->fd, pl->newsize, pl->oldsize - pl->newsize,
+	    jh->tail_md5) == -1 || journal_copy(md, jh) == -1)
+		return -1;
+	journal_seal(jh);
+	memset(md->buf, 0, JOURNAL_HDR_SIZE);
+	memcpy(md->buf, jh, sizeof(*jh));
+	if (pwrite_full(md->journal_fd, md->buf, JOURNAL_HDR_SIZE, 0) == -1)
+		return -1;
+	return fsync(md->journal_fd);
+}
+
+/* 1 if [N, S0) of the spool is as before the commit. */
+static int
+journal_tail_intact(struct maildrop *md, const struct jheader *jh)
+{
+	uint8_t	digest[MD5_DIGEST_LENGTH];
+
+	if (hash_range(md, md->fd, jh->newsize, jh->oldsize - jh->newsize,
+	    digest) == -1)
+		return -1;
+	return memcmp(digest, jh->tail_md5, MD5_DIGEST_LENGTH) == 0;
+}
+
+static enum md_status
+journal_discard(struct maildrop *md)
+{
+	if (journal_invalidate(md) == -1)
+		return md_fail(md, MD_SYSTEMP, "journal: cannot invalidate: "
+		    "%s", strerror(errno));
+	return MD_OK;
+}
+
+/*
+ * A valid journal of this spool: the commit was interrupted.  The
+ * truncation is the commit point (its fsync follows the compaction's):
+ * a file shorter than S0 was truncated, so the commit is complete;
+ * otherwise, if [N, S0) is unchanged, the truncation did not happen and
+ * the deletions are undone by writing [P, N) back (mail appended after
+ * S0 stays); else the file was truncated and appended to since.
+ */
+static enum md_status
+journal_apply(struct maildrop *md, const struct jheader *jh,
+    const char *path)
+{
+	struct stat	st;
+	int		r;
+
+	if (fstat(md->fd, &st) == -1)
+		return md_fail(md, MD_SYSTEMP, "fstat: %s", strerror(errno));
+	r = st.st_size < (off_t)jh->oldsize ? 0 :
+	    journal_tail_intact(md, jh);
+	if (r == -1)
+		return md_fail(md, MD_SYSTEMP, "recovery: read: %s",
+		    strerror(errno));
+	if (r == 0) {
+		log_info("%s: interrupted commit had completed", path);
+		return journal_discard(md);
+	}
+	if (journal_restore(md, jh) == -1)
+		return md_fail(md, MD_SYSTEMP, "recovery: cannot undo an "
+		    "interrupted commit: %s", strerror(errno));
+	log_info("%s: interrupted commit undone, %llu bytes restored", path,
+	    (unsigned long long)jh->datalen);
+	return journal_discard(md);
+}
+
+/*
+ * Whether a valid journal is this spool's.  One of a file since removed
+ * or replaced (its inode gone) has nothing left to repair.
+ */
+static int
+journal_ours(const struct maildrop *md, const struct jheader *jh,
+    const char *path)
+{
+	if (md->fd == -1) {
+		log_warnx("%s: commit journal discarded: the spool is gone",
+		    path);
+		return 0;
+	}
+	if (jh->dev != (uint64_t)md->dev || jh->ino != (uint64_t)md->ino) {
+		log_warnx("%s: commit journal of another file (dev %llu "
+		    "ino %llu) discarded", path, (unsigned long long)jh->dev,
+		    (unsigned long long)jh->ino);
+		return 0;
+	}
+	return 1;
+}
+
+/* Run after the locks, before the index. */
+static enum md_status
+journal_recover(struct maildrop *md, const char *path)
+{
+	struct jheader	jh;
+	int		r;
+
+	if (md->journal_fd < 0)
+		return MD_OK;
+	switch (journal_load(md, &jh)) {
+	case J_EMPTY:
+		return MD_OK;
+	case J_ERROR:
+		return md_fail(md, MD_SYSTEMP, "journal: %s",
+		    strerror(errno));
+	case J_INVALID:
+		/* Fsynced before the first spool write: spool untouched. */
+		log_warnx("%s: torn commit journal discarded", path);
+		return journal_discard(md);
+	case J_VALID:
+		break;
+	}
+	if (!journal_ours(md, &jh, path))
+		return journal_discard(md);
+	if ((r = journal_data_ok(md, &jh)) == -1)
+		return md_fail(md, MD_SYSTEMP, "journal: %s",
+		    strerror(errno));
+	if (r == 0) {
+		log_warnx("%s: torn commit journal discarded", path);
+		return journal_discard(md);
+	}
+	return journal_apply(md, &jh, path);
+}
+
+/* The interface. */
+
+/*
+ * Keep the journal out of the dotlockfile helper, and make pwrite()
+ * write where it is told: with O_APPEND, Linux appends regardless.
+ */
+static void
+journal_adopt(int fd)
+{
+	int	fl;
+
+	if (fd < 0)
+		return;
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if ((fl = fcntl(fd, F_GETFL)) != -1 && (fl & O_APPEND))
+		fcntl(fd, F_SETFL, fl & ~O_APPEND);
+}
+
+static struct maildrop *
+md_alloc(int journal_fd)
+{
+	struct maildrop	*md;
+
+	if ((md = calloc(1, sizeof(*md))) == NULL)
+		return NULL;
+	md->fd = -1;
+	md->journal_fd = journal_fd;
+	if ((md->buf = malloc(FILE_CHUNK + SCAN_HEAD)) == NULL) {
+		free(md);
+		return NULL;
+	}
+	return md;
+}
+
+enum md_status
+maildrop_open(struct maildrop **mdp, const char *path, int journal_fd,
+    char *why, size_t whylen)
+{
+	struct maildrop	*md;
+	enum md_status	 st;
+
+	*mdp = NULL;
+	if (why != NULL && whylen > 0)
+		why[0] = '\0';
+	if ((md = md_alloc(journal_fd)) == NULL) {
+		if (journal_fd >= 0)
+			close(journal_fd);
+		if (why != NULL && whylen > 0)
+			strlcpy(why, "out of memory", whylen);
+		return MD_SYSTEMP;
+	}
+	md->why = why;
+	md->whylen = whylen;
+	journal_adopt(journal_fd);
+	st = open_spool(md, path);
+	if (st == MD_OK && md->fd >= 0)
+		st = lock_spool(md, path);
+	if (st == MD_OK)
+		st = journal_recover(md, path);
+	if (st == MD_OK && md->fd >= 0)
+		st = index_spool(md);
+	md->why = NULL;
+	if (st != MD_OK) {
+		maildrop_close(md);
+		return st;
+	}
+	*mdp = md;
+	return MD_OK;
+}
+
+size_t
+maildrop_count(const struct maildrop *md)
+{
+	return md->nmsgs - md->first;
+}
+
+int
+maildrop_is_deleted(const struct maildrop *md, size_t msg)
+{
+	return msg_at(md, msg)->deleted;
+}
+
+uint64_t
+maildrop_size(const struct maildrop *md, size_t msg)
+{
+	return msg_at(md, msg)->octets;
+}
+
+void
+maildrop_stat(const struct maildrop *md, size_t *count, uint64_t *octets)
+{
+	size_t	i;
+
+	*count = 0;
+	*octets = 0;
+	for (i = md->first; i < md->nmsgs; i++) {
+		if (md->msgs[i].deleted)
+			continue;
+		(*count)++;
+		*octets += md->msgs[i].octets;
+	}
+}
+
+const char *
+maildrop_uidl(const struct maildrop *md, size_t msg, char *buf)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	const struct msg	*m = msg_at(md, msg);
+	size_t			 i;
+
+	for (i = 0; i < UIDL_HASH_LEN; i++) {
+		buf[2 * i] = hex[m->hash[i] >> 4];
+		buf[2 * i + 1] = hex[m->hash[i] & 0xf];
+	}
+	buf[2 * UIDL_HASH_LEN] = '\0';
+	if (m->dup > 1)
+		snprintf(buf + 2 * UIDL_HASH_LEN,
+		    UIDL_BUFSIZE - 2 * UIDL_HASH_LEN, ".%u", m->dup);
+	return buf;
+}
+
+void
+maildrop_delete(struct maildrop *md, size_t msg)
+{
+	msg_at(md, msg)->deleted = 1;
+}
+
+void
+maildrop_reset(struct maildrop *md)
+{
+	size_t	i;
+
+	for (i = 0; i < md->nmsgs; i++)
+		md->msgs[i].deleted = 0;
+}
+
+/*
+ * Sending (RFC 1939 sections 3, 7 and 11).
+ */
+
+/*
+ * Convert n bytes of text at src into dst (room for 2n bytes): a LF
+ * not preceded by CR becomes CRLF, a lone CR stays, a line starting
+ * with "." gets one more.  Stops after s->left lines if s->left > 0.
+ * Returns the bytes written; *used is set to the bytes consumed.
+ */
+static size_t
+convert(struct sender *s, const char *src, size_t n, char *dst, size_t *used)
+{
+	const char	*p = src, *end = src + n, *nl;
+	char		*o = dst;
+	size_t		 len;
+
+	while (p < end) {
+		if (s->bol && *p == '.')
+			*o++ = '.';
+		s->bol = 0;
+		nl = memchr(p, '\n', end - p);
+		len = (nl != NULL ? nl : end) - p;
+		memcpy(o, p, len);
+		o += len;
+		if (len > 0)
+			s->cr = p[len - 1] == '\r';
+		p += len;
+		if (nl == NULL)
+			break;
+		if (!s->cr)
+			*o++ = '\r';
+		*o++ = '\n';
+		p++;
+		s->cr = 0;
+		s->bol = 1;
+		if (s->left > 0 && --s->left == 0)
+			break;
+	}
+	*used = p - src;
+	return o - dst;
+}
+
+/* Convert n bytes at p into the outbuf, SEND_PIECE bytes at a time. */
+static int
+send_block(struct sender *s, const char *p, size_t n)
+{
+	size_t	piece, used, done;
+	char	*dst;
+
+	for (done = 0; done < n && s->left != 0; done += used) {
+		piece = MIN(n - done, SEND_PIECE);
+		dst = outbuf_reserve(s->out, 2 * piece);
+		if (dst == NULL || s->out->error)
+			return -1;
+		outbuf_commit(s->out, convert(s, p + done, piece, dst, &used));
+	}
+	return 0;
+}
+
+/* Send [from, to) of the spool, or its first s->left lines. */
+static int
+send_range(struct maildrop *md, struct sender *s, off_t from, off_t to)
+{
+	off_t	n;
+
+	for (; from < to && s->left != 0; from += n) {
+		n = chunk_len(to - from);
+		if (pread_full(md->fd, md->buf, n, from) == -1) {
+			log_warn("maildrop read");
+			return -1;
+		}
+		if (send_block(s, md->buf, n) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+int
+maildrop_send(struct maildrop *md, size_t msg, long lines, struct outbuf *out)
+{
+	const struct msg	*m = msg_at(md, msg);
+	struct sender		 s;
+	char			*dst;
+
+	memset(&s, 0, sizeof(s));
+	s.out = out;
+	s.bol = 1;
+	s.left = -1;
+	if (send_range(md, &s, m->text, lines < 0 ? m->end : m->hdr_end) == -1)
+		return -1;
+	if (lines > 0) {
+		s.left = lines;
+		if (send_range(md, &s, m->hdr_end, m->end) == -1)
+			return -1;
+	}
+	if (!s.bol) {
+		/* The last line ends with CRLF even without a newline. */
+		if ((dst = outbuf_reserve(out, 2)) == NULL || out->error)
+			return -1;
+		memcpy(dst, "\r\n", 2);
+		outbuf_commit(out, 2);
+	}
+	return out->error ? -1 : 0;
+}
+
+void
+maildrop_touch(struct maildrop *md)
+{
+	/*
+	 * Our lock holds our pid, but programs that do not read it, or
+	 * run on another NFS client, break a dot-lock whose mtime is old
+	 * (liblockfile: 5 minutes).
+	 */
+	if (!md->dotlocked ||
+	    elapsed_ms(&md->touched) < LOCK_TOUCH_INTERVAL * 1000LL)
+		return;
+	if (lockfile_touch(md->lockpath) == -1)
+		log_warn("%s", md->lockpath);
+	clock_gettime(CLOCK_MONOTONIC, &md->touched);
+}
+
+/*
+ * Commit (RFC 1939 section 6): remove the marked messages in place,
+ * so that the inode, owner, group and mode stay, MDAs blocked on our
+ * locks append to the right file, and no write access to the spool
+ * directory is needed.  A message's bytes run from its From_ line to
+ * the next From_ line (or EOF), its separator included.  Let S0 be the
+ * size now (bytes after the index were appended by a writer that does
+ * not lock: kept like any unmarked message), P the start of the first
+ * marked message, N = S0 - the bytes of the marked messages.
+ *
+ *  0. Nothing marked: the file is not written.  fstat: the same inode,
+ *     still linked, S0 >= the size indexed; else "maildrop changed".
+ *  1. Only the last messages marked, nothing appended: ftruncate(P),
+ *     fsync.  Atomic; no journal.
+ *  2. Otherwise, with the undo journal (a root-owned file opened by the
+ *     root parent, so the user can neither forge nor remove it):
+ *     a. journal = header {magic, dev, ino, P, N, S0, MD5 of [N, S0),
+ *        N - P, MD5 of the data, MD5 of the header} in a 4096-byte
+ *        block, then the spool's bytes [P, N); fsync.  On failure the
+ *        journal is truncated, the spool untouched.
+ *     b. Compact: each kept range after P is copied down to its new
+ *        offset, forward, a chunk at a time (a chunk is read before it
+ *        is written, and writes never pass the bytes read), then
+ *        fsync.  Only [P, N) is written: [N, S0) stays as it was.
+ *     c. ftruncate(N), fsync: the commit point.
+ *     d. Truncate the journal, fsync.
+ *     A failure in b or in c's ftruncate writes the journal's bytes
+ *     back to [P, N) and fsyncs (the file still has its S0 bytes); if
+ *     that fails too, the journal stays valid for the next open.  If
+ *     only the fsync after the truncation fails, the commit is done
+ *     for every reader, and the journal stays for the next open to
+ *     decide what reached the disk.
+ *  Recovery at open (journal_apply()): after a crash in a the journal
+ *  is torn (hash mismatch) and the spool untouched; in b or before the
+ *  truncation of c, [N, S0) is intact and [P, N) is restored; after
+ *  c the file is shorter than S0 (or has been truncated and appended
+ *  to, so [N, S0) differs) and the commit is complete.
+ *  Limit: between a crash in b and the next open, other mail readers
+ *  see the half-moved file (a message torn or doubled where the copy
+ *  stopped); no byte is lost, and the next session repairs it first.
+ */
+
+/* Arithmetic of the commit; 0 if nothing is marked. */
+static int
+commit_plan(const struct maildrop *md, off_t oldsize, struct plan *pl)
+{
+	off_t	cut = 0;
+	size_t	i;
+
+	pl->first = md->nmsgs;
+	for (i = md->first; i < md->nmsgs; i++) {
+		if (!md->msgs[i].deleted)
+			continue;
+		if (pl->first == md->nmsgs)
+			pl->first = i;
+		cut += span_end(md, i) - md->msgs[i].from;
+	}
+	if (pl->first == md->nmsgs)
+		return 0;
+	pl->start = md->msgs[pl->first].from;
+	pl->oldsize = oldsize;
+	pl->newsize = oldsize - cut;
+	return 1;
+}
+
+/* Whether everything from the first marked message on goes. */
+static int
+commit_tail_only(const struct maildrop *md, const struct plan *pl)
+{
+	size_t	i;
+
+	if (pl->oldsize != md->size)
+		return 0;
+	for (i = pl->first; i < md->nmsgs; i++)
+		if (!md->msgs[i].deleted)
+			return 0;
+	return 1;
+}
+
+/* Step 0: the spool must be the file indexed, grown at most. */
+static enum md_status
+commit_recheck(struct maildrop *md, off_t *oldsize)
+{
+	struct stat	st;
+
+	if (fstat(md->fd, &st) == -1)
+		return md_fail(md, MD_SYSTEMP, "fstat: %s", strerror(errno));
+	if (st.st_dev != md->dev || st.st_ino != md->ino ||
+	    st.st_nlink == 0 || st.st_size < md->size)
+		return md_fail(md, MD_SYSTEMP, "maildrop changed");
+	*oldsize = st.st_size;
+	return MD_OK;
+}
+
+/* Step 1. */
+static enum md_status
+commit_truncate(struct maildrop *md, const struct plan *pl)
+{
+	if (ftruncate(md->fd, pl->start) == -1)
+		return md_fail(md, MD_SYSTEMP, "ftruncate: %s",
+		    strerror(errno));
+	if (fsync(md->fd) == -1)
+		return md_fail(md, MD_SYSTEMP, "fsync: %s", strerror(errno));
+	return MD_OK;
+}
+
+/* Move [src, end) down to *dst, a chunk at a time, forward. */
+static int
+copy_down(struct maildrop *md, off_t src, off_t end, off_t *dst)
+{
+	off_t	n;
+
+	for (; src < end; src += n, *dst += n) {
+		n = chunk_len(end - src);
+		if (pread_full(md->fd, md->buf, n, src) == -1 ||
+		    pwrite_full(md->fd, md->buf, n, *dst) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Step 2b: adjacent kept messages move as one range. */
+static int
+compact(struct maildrop *md, const struct plan *pl)
+{
+	off_t	dst = pl->start, run = -1;
+	size_t	i;
+
+	for (i = pl->first; i < md->nmsgs; i++) {
+		if (!md->msgs[i].deleted) {
+			if (run == -1)
+				run = md->msgs[i].from;
+			continue;
+		}
+		if (run != -1 && copy_down(md, run, md->msgs[i].from,
+		    &dst) == -1)
+			return -1;
+		run = -1;
+	}
+	/* The last run takes the bytes appended since the index along. */
+	if (copy_down(md, run == -1 ? md->size : run, pl->oldsize,
+	    &dst) == -1)
+		return -1;
+	if (dst != pl->newsize) {
+		/* Cannot happen; but never truncate on a wrong sum. */
+		errno = EINVAL;
+		return -1;
+	}
+	return fsync(md->fd);
+}
+
+/* Step 2b or 2c failed: write the old bytes back. */
+static enum md_status
+commit_undo(struct maildrop *md, const struct jheader *jh, const char *step,
+    int error)
+{
+	if (journal_restore(md, jh) == -1) {
+		log_warn("rollback failed; the journal is kept for the next "
+		    "session");
+		return md_fail(md, MD_SYSTEMP, "%s: %s; rollback failed, "
+		    "journal kept", step, strerror(error));
+	}
+	if (journal_invalidate(md) == -1)
+		log_warn("journal invalidation after rollback");
+	return md_fail(md, MD_SYSTEMP, "%s: %s; rolled back", step,
+	    strerror(error));
+}
+
+/* Step 2. */
+static enum md_status
+commit_journaled(struct maildrop *md, const struct plan *pl)
+{
+	struct jheader	jh;
+	int		e;
+
+	if (md->journal_fd < 0)
+		return md_fail(md, MD_SYSTEMP, "no journal");
+	if (journal_write(md, pl, &jh) == -1) {
+		e = errno;
+		journal_invalidate(md);
+		return md_fail(md, MD_SYSTEMP, "journal: %s", strerror(e));
+	}
+	if (compact(md, pl) == -1)
+		return commit_undo(md, &jh, "compaction", errno);
+	if (ftruncate(md->fd, pl->newsize) == -1)
+		return commit_undo(md, &jh, "ftruncate", errno);
+	/* Truncated: done for every reader; the journal decides later. */
+	if (fsync(md->fd) == -1)
+		return md_fail(md, MD_SYSTEMP, "fsync: %s; journal kept",
+		    strerror(errno));
+	if (journal_invalidate(md) == -1)
+		log_warn("journal invalidation; the next open finishes it");
+	return MD_OK;
+}
+
+/* Steps 0 to 2, once the spool is known to have marked messages. */
+static enum md_status
+commit_marked(struct maildrop *md)
+{
+	struct plan	pl;
+	enum md_status	st;
+	off_t		oldsize = 0;
+
+	if ((st = commit_recheck(md, &oldsize)) != MD_OK)
+		return st;
+	commit_plan(md, oldsize, &pl);
+	if (commit_tail_only(md, &pl))
+		return commit_truncate(md, &pl);
+	return commit_journaled(md, &pl);
+}
+
+enum md_status
+maildrop_commit(struct maildrop *md, char *why, size_t whylen)
+{
+	struct plan	pl;
+	enum md_status	st = MD_OK;
+
+	md->why = why;
+	md->whylen = whylen;
+	if (why != NULL && whylen > 0)
+		why[0] = '\0';
+	/* Nothing marked: the file is not written at all. */
+	if (md->fd >= 0 && commit_plan(md, md->size, &pl))
+		st = commit_marked(md);
+	md->why = NULL;
+	return st;
+}
+
+void
+maildrop_close(struct maildrop *md)
+{
+	if (md == NULL)
+		return;
+	if (md->flocked)
+		flock(md->fd, LOCK_UN);
+	if (md->dotlocked && lockfile_remove(md->lockpath) != 0)
+		log_warn("%s", md->lockpath);
+	/* Closing drops the fcntl() lock. */
+	if (md->fd >= 0)
+		close(md->fd);
+	if (md->journal_fd >= 0)
+		close(md->journal_fd);
+	free(md->lockpath);
+	free(md->msgs);
+	free(md->buf);
+	free(md);
+}
