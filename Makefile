@@ -49,6 +49,7 @@ $(O)/log.o: log.c log.h
 
 include tests/tests.mk
 -include install.mk
+-include bench.mk
 
 clean:
 	rm -f $(PROG) $(SRCS:.c=.o) $(TEST_CLEAN)

@@ -50,3 +50,4 @@ check-static:
 check: check-unit check-sanitize check-static check-system check-integration
 
 .PHONY: check-unit check-sanitize check-system check-integration check-static
+-include tests/assure.mk
