@@ -603,6 +603,8 @@ run_parent(const struct options *opt, const struct session_config *conf,
 			exit(1);
 		if (res == AUTH_OK) {
 			wait_child(child_pid, &status);
+			close(ps->creds_fd);
+			close(ps->verdict_fd);
 			serve_user(opt, conf, auth, canon, &msg);
 		}
 		if (res != AUTH_SYSERR && ++failures >= MAX_AUTH_FAILURES) {
@@ -677,6 +679,8 @@ main(int argc, char *argv[], char *envp[])
 	char			peer[64];
 	int			creds[2], verdict[2];
 
+	/* Front ends (stunnel) may pass descriptors the children must not see. */
+	closefrom(STDERR_FILENO + 1);
 	memset(&opt, 0, sizeof(opt));
 	parse_options(argc, argv, &opt);
 	setproctitle_init(argc, argv, envp);
