@@ -42,10 +42,13 @@ check-system: $(O)/$(PROG)
 check-integration: $(O)/$(PROG)
 	POP3D=$(abspath $(O)/$(PROG)) tests/integration/run
 
+# Every shell script in the tree, found by its #! line.
+SHELL_SCRIPTS=	git ls-files | xargs grep -lE '^\#!.*/(ba)?sh' 2>/dev/null
+
 check-static:
-	mandoc -Tlint -Wstyle pop3d.8
-	shellcheck tests/run-all tests/install-deps .ci/run \
-	    tests/run_auth_tests.sh
+	@# Fail on any finding; mandoc.db staleness is the system's, not ours.
+	! mandoc -Tlint -Wstyle pop3d.8 2>&1 | grep -v 'outdated mandoc.db' | grep .
+	shellcheck -x $$($(SHELL_SCRIPTS))
 
 check: check-unit check-sanitize check-static check-system check-integration
 
