@@ -375,8 +375,13 @@ cmd_quit(struct session *s, int argc, char **argv)
 	if (maildrop_commit(s->md, why, sizeof(why)) != MD_OK) {
 		log_warnx("user %s: commit failed: %s", s->user_vis, why);
 		s->end = END_COMMIT_FAILED;
-		reply(s, "-ERR [SYS/TEMP] Could not remove the deleted "
-		    "messages; none were removed");
+		/*
+		 * Usually nothing was removed (the journal undid it), but a
+		 * failed fsync after the truncation leaves the removal done
+		 * and unconfirmed: claim neither.
+		 */
+		reply(s, "-ERR [SYS/TEMP] Could not finish removing the "
+		    "deleted messages");
 		return 0;
 	}
 	maildrop_stat(s->md, &count, &octets);

@@ -1,0 +1,53 @@
+#!/usr/bin/python3
+"""A minimal Debian-policy MDA for the system tests (run as the user).
+
+usage: mda.py SPOOL MESSAGE-FILE
+
+Opens the spool first and then waits for its locks, as an MDA blocked
+behind a POP3 session does: fcntl() (blocking), the dot-lock SPOOL.lock
+through the setgid helper dotlockfile (-p: our pid inside, so a lock
+whose holder died is broken at once, as liblockfile does), flock()
+(blocking).  Appends the message, fsyncs, unlocks in reverse order.
+If the session replaced the spool by another inode meanwhile, the
+message goes to the unlinked file and is lost: the test sees that.
+Prints one line per step with a monotonic time stamp.
+"""
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+
+def step(what):
+    print("%.3f %s" % (time.monotonic(), what), flush=True)
+
+
+def main():
+    spool, msgfile = sys.argv[1], sys.argv[2]
+    with open(msgfile, "rb") as f:
+        msg = f.read()
+    fd = os.open(spool, os.O_WRONLY | os.O_APPEND)
+    step("opened")
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    step("fcntl")
+    subprocess.run(["dotlockfile", "-p", "-l", "-r", "60", "-i", "1",
+                    spool + ".lock"], check=True)
+    step("dotlock")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    step("flock")
+    done = 0
+    while done < len(msg):
+        done += os.write(fd, msg[done:])
+    os.fsync(fd)
+    step("appended")
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    subprocess.run(["dotlockfile", "-u", spool + ".lock"], check=True)
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    step("done")
+
+
+if __name__ == "__main__":
+    main()
