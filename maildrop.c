@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lockfile.h>
-#include <md5.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,13 +21,14 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "iobuf.h"
 #include "log.h"
 #include "maildrop.h"
 #include "params.h"
 
-/* Bytes of MD5 kept for a UIDL: 24 hex characters (RFC 1939 section 7). */
+/* Bytes of XXH128 kept for a UIDL: 24 hex characters (RFC 1939 s7). */
 #define UIDL_HASH_LEN	12
 /*
  * A line is classified from its first bytes: "From ", a header name, or
@@ -111,14 +111,14 @@ struct scan {
 	int		 last_cr;	/* the line's last byte is CR */
 	int		 in_headers;
 	int		 skip_header;	/* header not hashed */
-	int		 pseudo;	/* first message is pseudo */
+	int		 pseudo;	/* PSEUDO_* marks of the first message */
 	int		 prev_empty;	/* the previous line was */
 	off_t		 prev_empty_at;
 	int		 prev_empty_bare;
 	int		 partial_last;	/* last line: no newline */
 	uint64_t	 bare;		/* LF without CR in text */
 	uint64_t	 hdr_octets;
-	MD5_CTX		 ctx;
+	XXH3_state_t	*ctx;		/* the UIDL hash */
 };
 
 /* Streaming state of maildrop_send(). */
@@ -132,6 +132,7 @@ struct sender {
 /* The commit's arithmetic: see the comment before commit_plan(). */
 struct plan {
 	size_t		first;		/* first marked message */
+	off_t		appended;	/* kept bytes appended since the index */
 	off_t		start;		/* P: where it starts */
 	off_t		newsize;	/* N */
 	off_t		oldsize;	/* S0 */
@@ -150,13 +151,16 @@ struct jheader {
 	uint64_t	start;		/* P */
 	uint64_t	newsize;	/* N */
 	uint64_t	oldsize;	/* S0 */
-	uint8_t		tail_md5[MD5_DIGEST_LENGTH];	/* [N, S0) */
+	uint64_t	tail_hash;	/* XXH3 of [N, S0) */
 	uint64_t	datalen;	/* N - P */
-	uint8_t		data_md5[MD5_DIGEST_LENGTH];
-	uint8_t		hdr_md5[MD5_DIGEST_LENGTH];	/* the rest */
+	uint64_t	data_hash;	/* XXH3 of the data */
+	uint64_t	hdr_hash;	/* XXH3 of the fields above */
 };
-_Static_assert(offsetof(struct jheader, hdr_md5) == 88 &&
-    sizeof(struct jheader) == 104, "journal header has padding");
+/* journal_write() builds the header block in md->buf. */
+_Static_assert(FILE_CHUNK + SCAN_HEAD >= JOURNAL_HDR_SIZE,
+    "read buffer smaller than a journal header block");
+_Static_assert(offsetof(struct jheader, hdr_hash) == 72 &&
+    sizeof(struct jheader) == 80, "journal header has padding");
 
 /* What journal_load() found. */
 enum journal_state {
@@ -243,23 +247,30 @@ chunk_len(off_t left)
 	return left < FILE_CHUNK ? left : FILE_CHUNK;
 }
 
-/* MD5 of len bytes of fd at off, read through md->buf. */
+/*
+ * XXH3 of len bytes of fd at off, read through md->buf.  A checksum, not
+ * a signature: the journal is root's, and only torn writes are feared.
+ */
 static int
 hash_range(struct maildrop *md, int fd, off_t off, off_t len,
-    uint8_t digest[MD5_DIGEST_LENGTH])
+    uint64_t *digest)
 {
-	MD5_CTX	ctx;
-	off_t	n;
+	XXH3_state_t	*ctx;
+	off_t		 n;
+	int		 rv = 0;
 
-	MD5Init(&ctx);
+	if ((ctx = XXH3_createState()) == NULL)
+		return -1;
+	XXH3_64bits_reset(ctx);
 	for (; len > 0; off += n, len -= n) {
 		n = chunk_len(len);
-		if (pread_full(fd, md->buf, n, off) == -1)
-			return -1;
-		MD5Update(&ctx, (const uint8_t *)md->buf, n);
+		if ((rv = pread_full(fd, md->buf, n, off)) == -1)
+			break;
+		XXH3_64bits_update(ctx, md->buf, n);
 	}
-	MD5Final(digest, &ctx);
-	return 0;
+	*digest = XXH3_64bits_digest(ctx);
+	XXH3_freeState(ctx);
+	return rv;
 }
 
 static long long
@@ -507,7 +518,7 @@ open_spool(struct maildrop *md, const char *path)
  * not used: touched pages would count in the session's RSS.
  *
  * UIDL (RFC 1939 section 7: 1-70 characters 0x21-0x7E, unique,
- * persistent).  The id is the first 12 bytes of an MD5, in lowercase
+ * persistent).  The id is the first 12 bytes of an XXH3-128, in lowercase
  * hex (24 characters), over
  *	- the From_ line,
  *	- every header line except Status:, X-Status:, X-UID:,
@@ -564,8 +575,17 @@ header_unhashed(const char *p, size_t n)
 
 /*
  * UW-IMAP and Pine keep folder state in a first message that is not
- * mail; it is never listed, never deleted, and kept by the commit.
+ * mail; it is never listed, never deleted, and kept by the commit.  It
+ * is recognised only by all three marks UW writes: its From_ line, its
+ * Subject and an X-IMAP header.  Headers are the sender's to choose,
+ * but the From_ line is the MDA's, so mail cannot hide itself by
+ * becoming first once the messages before it are deleted.
  */
+#define PSEUDO_FROM	1
+#define PSEUDO_SUBJECT	2
+#define PSEUDO_XIMAP	4
+#define PSEUDO_ALL	(PSEUDO_FROM | PSEUDO_SUBJECT | PSEUDO_XIMAP)
+
 static int
 header_pseudo(const char *p, size_t n)
 {
@@ -573,15 +593,32 @@ header_pseudo(const char *p, size_t n)
 	    "Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA";
 
 	if (n >= 7 && strncasecmp(p, "X-IMAP:", 7) == 0)
-		return 1;
-	return n >= sizeof(subject) - 1 &&
-	    strncmp(p, subject, sizeof(subject) - 1) == 0;
+		return PSEUDO_XIMAP;
+	if (n >= sizeof(subject) - 1 &&
+	    strncmp(p, subject, sizeof(subject) - 1) == 0)
+		return PSEUDO_SUBJECT;
+	return 0;
+}
+
+static int
+from_pseudo(const char *p, size_t n)
+{
+	static const char from[] = "From MAILER-DAEMON ";
+
+	return n >= sizeof(from) - 1 &&
+	    memcmp(p, from, sizeof(from) - 1) == 0 ? PSEUDO_FROM : 0;
+}
+
+static int
+is_pseudo(const struct scan *sc)
+{
+	return sc->pseudo == PSEUDO_ALL;
 }
 
 static void
 hash_bytes(struct scan *sc, const char *p, size_t n)
 {
-	MD5Update(&sc->ctx, (const uint8_t *)p, n);
+	XXH3_128bits_update(sc->ctx, p, n);
 }
 
 /*
@@ -616,8 +653,8 @@ header_begin(struct scan *sc, const char *p, size_t n)
 	/* RFC 5322 section 2.2.3: a continuation starts with WSP. */
 	if (p[0] != ' ' && p[0] != '\t') {
 		sc->skip_header = header_unhashed(p, n);
-		if (sc->md->nmsgs == 0 && header_pseudo(p, n))
-			sc->pseudo = 1;
+		if (sc->md->nmsgs == 0)
+			sc->pseudo |= header_pseudo(p, n);
 	}
 	sc->hashing = !sc->skip_header;
 }
@@ -647,14 +684,15 @@ msg_store(struct scan *sc)
 static void
 hash_finish(struct scan *sc, uint64_t body)
 {
-	uint8_t	digest[MD5_DIGEST_LENGTH], le[8];
-	int	i;
+	XXH128_canonical_t	digest;
+	uint8_t			le[8];
+	int			i;
 
 	for (i = 0; i < 8; i++)
 		le[i] = body >> (8 * i);
-	MD5Update(&sc->ctx, le, sizeof(le));
-	MD5Final(digest, &sc->ctx);
-	memcpy(sc->cur.hash, digest, UIDL_HASH_LEN);
+	XXH3_128bits_update(sc->ctx, le, sizeof(le));
+	XXH128_canonicalFromHash(&digest, XXH3_128bits_digest(sc->ctx));
+	memcpy(sc->cur.hash, digest.digest, UIDL_HASH_LEN);
 }
 
 /* End the current message where the current line starts (or at EOF). */
@@ -685,7 +723,7 @@ msg_begin(struct scan *sc)
 
 	if (sc->have_msg && msg_close(sc) == -1)
 		return -1;
-	if (md->nmsgs - (sc->pseudo ? 1 : 0) >= MAX_MESSAGES) {
+	if (md->nmsgs - (is_pseudo(sc) ? 1 : 0) >= MAX_MESSAGES) {
 		sc->status = md_fail(md, MD_SYSPERM, "MAX_MESSAGES (%d) "
 		    "exceeded", MAX_MESSAGES);
 		return -1;
@@ -700,7 +738,7 @@ msg_begin(struct scan *sc)
 	sc->skip_header = 0;
 	sc->bare = 0;
 	sc->partial_last = 0;
-	MD5Init(&sc->ctx);
+	XXH3_128bits_reset(sc->ctx);
 	return 0;
 }
 
@@ -715,8 +753,11 @@ line_begin(struct scan *sc, const char *p, size_t n, int complete)
 	sc->line_from = 0;
 	sc->line_hdr_end = 0;
 	if (sc->prev_empty && n >= FROM_LEN &&
-	    memcmp(p, FROM_LINE, FROM_LEN) == 0)
+	    memcmp(p, FROM_LINE, FROM_LEN) == 0) {
+		if (sc->md->nmsgs == 0 && !sc->have_msg)
+			sc->pseudo = from_pseudo(p, n);
 		return msg_begin(sc);
+	}
 	sc->hashing = 0;
 	sc->counting = 1;
 	if (sc->in_headers)
@@ -878,7 +919,7 @@ scan_finish(struct scan *sc)
 	}
 	if (sc->have_msg && msg_close(sc) == -1)
 		return -1;
-	sc->md->first = sc->pseudo && sc->md->nmsgs > 0;
+	sc->md->first = is_pseudo(sc) && sc->md->nmsgs > 0;
 	return 0;
 }
 
@@ -946,21 +987,14 @@ index_size(struct maildrop *md)
 	return MD_OK;
 }
 
-/* One pass over the spool; never more than a chunk in memory. */
+/* Feed the spool through the scanner, a chunk at a time. */
 static enum md_status
-index_spool(struct maildrop *md)
+scan_file(struct maildrop *md, struct scan *sc)
 {
-	struct scan	sc;
-	enum md_status	st;
 	off_t		off = 0, want;
 	size_t		carry = 0, have;
 	ssize_t		used;
 
-	if ((st = index_size(md)) != MD_OK)
-		return st;
-	memset(&sc, 0, sizeof(sc));
-	sc.md = md;
-	sc.prev_empty = 1;		/* the file start acts as one */
 	while (off < md->size) {
 		want = chunk_len(md->size - off);
 		if (pread_full(md->fd, md->buf + carry, want, off) == -1)
@@ -968,14 +1002,35 @@ index_spool(struct maildrop *md)
 			    strerror(errno));
 		off += want;
 		have = carry + want;
-		if ((used = scan_chunk(&sc, md->buf, have,
+		if ((used = scan_chunk(sc, md->buf, have,
 		    off == md->size)) == -1)
-			return sc.status;
+			return sc->status;
 		carry = have - used;
 		memmove(md->buf, md->buf + used, carry);
 	}
-	if (scan_finish(&sc) == -1)
-		return sc.status;
+	if (scan_finish(sc) == -1)
+		return sc->status;
+	return MD_OK;
+}
+
+/* One pass over the spool; never more than a chunk in memory. */
+static enum md_status
+index_spool(struct maildrop *md)
+{
+	struct scan	sc;
+	enum md_status	st;
+
+	if ((st = index_size(md)) != MD_OK)
+		return st;
+	memset(&sc, 0, sizeof(sc));
+	sc.md = md;
+	sc.prev_empty = 1;		/* the file start acts as one */
+	if ((sc.ctx = XXH3_createState()) == NULL)
+		return md_fail(md, MD_SYSTEMP, "out of memory");
+	st = scan_file(md, &sc);
+	XXH3_freeState(sc.ctx);
+	if (st != MD_OK)
+		return st;
 	return mark_duplicates(md);
 }
 
@@ -994,11 +1049,7 @@ journal_invalidate(struct maildrop *md)
 static void
 journal_seal(struct jheader *jh)
 {
-	MD5_CTX	ctx;
-
-	MD5Init(&ctx);
-	MD5Update(&ctx, (const uint8_t *)jh, offsetof(struct jheader, hdr_md5));
-	MD5Final(jh->hdr_md5, &ctx);
+	jh->hdr_hash = XXH3_64bits(jh, offsetof(struct jheader, hdr_hash));
 }
 
 /* Magic, header hash and arithmetic; the data hash is checked later. */
@@ -1009,7 +1060,7 @@ journal_sane(const struct jheader *jh, off_t jsize)
 
 	journal_seal(&copy);
 	if (memcmp(jh->magic, JOURNAL_MAGIC, sizeof(JOURNAL_MAGIC)) != 0 ||
-	    memcmp(copy.hdr_md5, jh->hdr_md5, MD5_DIGEST_LENGTH) != 0)
+	    copy.hdr_hash != jh->hdr_hash)
 		return 0;
 	return jh->start <= jh->newsize && jh->newsize < jh->oldsize &&
 	    jh->datalen == jh->newsize - jh->start &&
@@ -1037,12 +1088,12 @@ journal_load(struct maildrop *md, struct jheader *jh)
 static int
 journal_data_ok(struct maildrop *md, const struct jheader *jh)
 {
-	uint8_t	digest[MD5_DIGEST_LENGTH];
+	uint64_t	digest;
 
 	if (hash_range(md, md->journal_fd, JOURNAL_HDR_SIZE, jh->datalen,
-	    digest) == -1)
+	    &digest) == -1)
 		return -1;
-	return memcmp(digest, jh->data_md5, MD5_DIGEST_LENGTH) == 0;
+	return digest == jh->data_hash;
 }
 
 /* Write the journal's bytes back to [P, N) of the spool, then fsync. */
@@ -1065,20 +1116,26 @@ journal_restore(struct maildrop *md, const struct jheader *jh)
 static int
 journal_copy(struct maildrop *md, struct jheader *jh)
 {
-	MD5_CTX	ctx;
-	off_t	done, n;
+	XXH3_state_t	*ctx;
+	off_t		 done, n;
+	int		 rv = 0;
 
-	MD5Init(&ctx);
+	if ((ctx = XXH3_createState()) == NULL)
+		return -1;
+	XXH3_64bits_reset(ctx);
 	for (done = 0; done < (off_t)jh->datalen; done += n) {
 		n = chunk_len(jh->datalen - done);
 		if (pread_full(md->fd, md->buf, n, jh->start + done) == -1 ||
 		    pwrite_full(md->journal_fd, md->buf, n,
-		    JOURNAL_HDR_SIZE + done) == -1)
-			return -1;
-		MD5Update(&ctx, (const uint8_t *)md->buf, n);
+		    JOURNAL_HDR_SIZE + done) == -1) {
+			rv = -1;
+			break;
+		}
+		XXH3_64bits_update(ctx, md->buf, n);
 	}
-	MD5Final(jh->data_md5, &ctx);
-	return 0;
+	jh->data_hash = XXH3_64bits_digest(ctx);
+	XXH3_freeState(ctx);
+	return rv;
 }
 
 /* Step 1: the journal, complete and on disk before the spool is touched. */
@@ -1094,7 +1151,7 @@ journal_write(struct maildrop *md, const struct plan *pl, struct jheader *jh)
 	jh->oldsize = pl->oldsize;
 	jh->datalen = pl->newsize - pl->start;
 	if (hash_range(md, md->fd, pl->newsize, pl->oldsize - pl->newsize,
-	    jh->tail_md5) == -1 || journal_copy(md, jh) == -1)
+	    &jh->tail_hash) == -1 || journal_copy(md, jh) == -1)
 		return -1;
 	journal_seal(jh);
 	memset(md->buf, 0, JOURNAL_HDR_SIZE);
@@ -1108,12 +1165,12 @@ journal_write(struct maildrop *md, const struct plan *pl, struct jheader *jh)
 static int
 journal_tail_intact(struct maildrop *md, const struct jheader *jh)
 {
-	uint8_t	digest[MD5_DIGEST_LENGTH];
+	uint64_t	digest;
 
 	if (hash_range(md, md->fd, jh->newsize, jh->oldsize - jh->newsize,
-	    digest) == -1)
+	    &digest) == -1)
 		return -1;
-	return memcmp(digest, jh->tail_md5, MD5_DIGEST_LENGTH) == 0;
+	return digest == jh->tail_hash;
 }
 
 static enum md_status
@@ -1489,8 +1546,8 @@ maildrop_touch(struct maildrop *md)
  *     fsync.  Atomic; no journal.
  *  2. Otherwise, with the undo journal (a root-owned file opened by the
  *     root parent, so the user can neither forge nor remove it):
- *     a. journal = header {magic, dev, ino, P, N, S0, MD5 of [N, S0),
- *        N - P, MD5 of the data, MD5 of the header} in a 4096-byte
+ *     a. journal = header {magic, dev, ino, P, N, S0, XXH3 of [N, S0),
+ *        N - P, XXH3 of the data, XXH3 of the header} in a 4096-byte
  *        block, then the spool's bytes [P, N); fsync.  On failure the
  *        journal is truncated, the spool untouched.
  *     b. Compact: each kept range after P is copied down to its new
@@ -1515,6 +1572,30 @@ maildrop_touch(struct maildrop *md)
  *  stopped); no byte is lost, and the next session repairs it first.
  */
 
+/*
+ * Where the mail appended since the index starts.  A writer that did
+ * not lock may have begun with the empty line that separates its message
+ * from our last one; if that one goes, the empty line goes with it, or
+ * the spool would start with it (not a mbox) or lengthen a kept message.
+ */
+static off_t
+appended_start(const struct maildrop *md, off_t oldsize)
+{
+	char	buf[64];
+	size_t	i = 0, n;
+
+	if (md->nmsgs == md->first || !md->msgs[md->nmsgs - 1].deleted ||
+	    oldsize <= md->size)
+		return md->size;
+	n = MIN(sizeof(buf), (size_t)(oldsize - md->size));
+	if (pread_full(md->fd, buf, n, md->size) == -1)
+		return md->size;
+	while (i < n && (buf[i] == '\n' ||
+	    (buf[i] == '\r' && i + 1 < n && buf[i + 1] == '\n')))
+		i += buf[i] == '\n' ? 1 : 2;
+	return md->size + (off_t)i;
+}
+
 /* Arithmetic of the commit; 0 if nothing is marked. */
 static int
 commit_plan(const struct maildrop *md, off_t oldsize, struct plan *pl)
@@ -1532,6 +1613,8 @@ commit_plan(const struct maildrop *md, off_t oldsize, struct plan *pl)
 	}
 	if (pl->first == md->nmsgs)
 		return 0;
+	pl->appended = appended_start(md, oldsize);
+	cut += pl->appended - md->size;
 	pl->start = md->msgs[pl->first].from;
 	pl->oldsize = oldsize;
 	pl->newsize = oldsize - cut;
@@ -1544,7 +1627,7 @@ commit_tail_only(const struct maildrop *md, const struct plan *pl)
 {
 	size_t	i;
 
-	if (pl->oldsize != md->size)
+	if (pl->appended != pl->oldsize)	/* appended mail is kept */
 		return 0;
 	for (i = pl->first; i < md->nmsgs; i++)
 		if (!md->msgs[i].deleted)
@@ -1613,7 +1696,7 @@ compact(struct maildrop *md, const struct plan *pl)
 		run = -1;
 	}
 	/* The last run takes the bytes appended since the index along. */
-	if (copy_down(md, run == -1 ? md->size : run, pl->oldsize,
+	if (copy_down(md, run == -1 ? pl->appended : run, pl->oldsize,
 	    &dst) == -1)
 		return -1;
 	if (dst != pl->newsize) {
@@ -1678,7 +1761,8 @@ commit_marked(struct maildrop *md)
 
 	if ((st = commit_recheck(md, &oldsize)) != MD_OK)
 		return st;
-	commit_plan(md, oldsize, &pl);
+	if (!commit_plan(md, oldsize, &pl))
+		return MD_OK;
 	if (commit_tail_only(md, &pl))
 		return commit_truncate(md, &pl);
 	return commit_journaled(md, &pl);

@@ -268,7 +268,7 @@ child_login(struct session *s, const char *user, const char *pass)
 
 static void __attribute__((noreturn))
 run_preauth_child(const struct session_config *conf, struct passwd *pw,
-    struct privsep *ps)
+    struct privsep *ps, int debug)
 {
 	struct session	s;
 	struct rlimit	zero = { 0, 0 };
@@ -276,9 +276,13 @@ run_preauth_child(const struct session_config *conf, struct passwd *pw,
 	if (chroot(CHROOT_DIR) == -1 || chdir("/") == -1)
 		fatal("chroot %s", CHROOT_DIR);
 	drop_privileges(pw->pw_uid, pw->pw_gid);
-	/* Nothing to fork or write here; say so to the kernel. */
+	/*
+	 * Nothing to fork or write here; say so to the kernel (files too,
+	 * unless -d sends the log to a stderr that may be a file).
+	 */
 	(void)setrlimit(RLIMIT_NPROC, &zero);
-	(void)setrlimit(RLIMIT_FSIZE, &zero);
+	if (!debug)
+		(void)setrlimit(RLIMIT_FSIZE, &zero);
 	setproctitle("[auth]");
 	set_signals(on_signal);
 	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
@@ -686,7 +690,8 @@ main(int argc, char *argv[], char *envp[])
 	setproctitle_init(argc, argv, envp);
 	log_init(opt.debug);
 	setup_fds(opt.debug);
-	signal(SIGPIPE, SIG_IGN);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fatal("signal");
 	/* Passwords pass through here: no core dumps, no ptrace by users. */
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (geteuid() != 0)
@@ -709,7 +714,7 @@ main(int argc, char *argv[], char *envp[])
 		close(verdict[1]);
 		ps.creds_fd = creds[1];
 		ps.verdict_fd = verdict[0];
-		run_preauth_child(&conf, pw, &ps);
+		run_preauth_child(&conf, pw, &ps, opt.debug);
 	}
 	close(creds[1]);
 	close(verdict[0]);

@@ -651,12 +651,11 @@ dispatch(struct session *s, char *line)
 		bad_command(s, "syntax error");
 		return;
 	}
+	/* The handler has answered; the tenth error ends it silently. */
 	if (cmd->handler(s, argc, argv) == 0)
 		s->bad_commands = 0;
-	else if (++s->bad_commands >= MAX_BAD_COMMANDS) {
-		reply(s, "-ERR too many bad commands, closing");
+	else if (++s->bad_commands >= MAX_BAD_COMMANDS)
 		s->end = END_BAD_COMMANDS;
-	}
 }
 
 static int64_t

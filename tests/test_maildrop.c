@@ -126,7 +126,7 @@ make_temp(char *path, const char *tmpl, int *fdp)
 {
 	int	fd;
 
-	strcpy(path, tmpl);
+	memcpy(path, tmpl, strlen(tmpl) + 1);
 	fd = mkstemp(path);
 	cr_assert(fd != -1);
 	if (fdp != NULL)
@@ -585,24 +585,42 @@ Test(maildrop, pseudo_message_is_hidden_and_kept)
 	free(data);
 }
 
-Test(maildrop, x_imap_header_alone_marks_pseudo_but_only_first)
+/*
+ * Only UW's three marks together make the pseudo-message: an X-IMAP
+ * header or the Subject alone is the sender's to forge, and a message
+ * must not become invisible when the ones before it are deleted.
+ */
+Test(maildrop, pseudo_message_needs_all_three_marks_and_only_first)
 {
 	struct maildrop	*md;
+	static const char pseudo[] = "From MAILER-DAEMON Sat Nov 21 10:00:00 "
+	    "2026\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL "
+	    "DATA\nX-IMAP: 1 2\n\nstate\n\n";
+	char		*mbox;
 
-	put_mbox("From a\nX-IMAP: 1 2\n\n\nFrom b\nX-IMAP: 1 2\n\nreal\n");
+	cr_assert(asprintf(&mbox, "%sFrom b\nS: 1\n\nreal\n", pseudo) > 0);
+	put_mbox(mbox);
 	md = md_open();
 	cr_assert_eq(maildrop_count(md), 1);
-	check_retr(md, 0, "X-IMAP: 1 2\r\n\r\nreal\r\n");
+	check_retr(md, 0, "S: 1\r\n\r\nreal\r\n");
 	maildrop_close(md);
-	put_mbox("From a\nX-IMAPbase: 1 2\n\n\nFrom b\nS: 1\n\nreal\n");
+	free(mbox);
+	put_mbox("From a\nX-IMAP: 1 2\n\n\nFrom b\nX-IMAP: 1 2\n\nreal\n");
 	md = md_open();
 	cr_assert_eq(maildrop_count(md), 2);
+	maildrop_close(md);
+	put_mbox("From a\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER "
+	    "INTERNAL DATA\nX-IMAP: 1 2\n\nx\n\nFrom b\nS: 1\n\nreal\n");
+	md = md_open();
+	cr_assert_eq(maildrop_count(md), 2, "a forged pseudo-message hid");
 	maildrop_close(md);
 	/* Only the first message can be the pseudo-message. */
-	put_mbox("From a\nS: 1\n\nx\n\nFrom b\nX-IMAP: 1 2\n\ny\n");
+	cr_assert(asprintf(&mbox, "From a\nS: 1\n\nx\n\n%s", pseudo) > 0);
+	put_mbox(mbox);
 	md = md_open();
 	cr_assert_eq(maildrop_count(md), 2);
 	maildrop_close(md);
+	free(mbox);
 }
 
 static void
@@ -1325,7 +1343,12 @@ Test(maildrop, commit_keeps_mail_appended_after_the_index)
 		md_commit(md);
 		maildrop_close(md);
 		t = join(three, 3, mask);
-		cr_assert(asprintf(&want, "%s%s", t, late) > 0);
+		/*
+		 * The writer's leading empty line separated its mail from
+		 * our last message: it goes when that message goes.
+		 */
+		cr_assert(asprintf(&want, "%s%s", t,
+		    (mask & 4) ? late + 1 : late) > 0);
 		check_file(want);
 		free(t);
 		free(want);
@@ -1400,7 +1423,7 @@ crash_case_init(struct crash_case *c, unsigned mask)
 	body = malloc(big + 1);
 	cr_assert(body != NULL);
 	for (i = 0; i < big; i++)
-		body[i] = i % 64 == 63 ? '\n' : 'a' + (char)(i % 26);
+		body[i] = i % 64 == 63 ? '\n' : (char)('a' + i % 26);
 	body[big] = '\0';
 	cr_assert(asprintf(&big_parts[0], "From a\nS: 0\n\nsmall\n\n") > 0);
 	cr_assert(asprintf(&big_parts[1], "From b\nS: 1\n\n%s\n\n", body) > 0);
@@ -1810,7 +1833,8 @@ Test(maildrop, dead_holders_dot_lock_is_broken)
 	write_file(lock, buf, strlen(buf));
 	md = md_open();
 	got = read_file(lock, NULL);
-	cr_assert_eq(atol(got), (long)getpid(), "lock holds %s", got);
+	cr_assert_eq(strtol(got, NULL, 10), (long)getpid(), "lock holds %s",
+	    got);
 	free(got);
 	maildrop_touch(md);
 	maildrop_close(md);

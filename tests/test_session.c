@@ -278,8 +278,8 @@ Test(session, two_hundred_pipelined_commands)
 		p += sprintf(p, "NOOP\r\n");
 		q += sprintf(q, "+OK\r\n");
 	}
-	sprintf(p, "QUIT\r\n");
-	sprintf(q, BYE);
+	(void)sprintf(p, "QUIT\r\n");
+	(void)sprintf(q, BYE);
 	expect(in, want);
 }
 
@@ -325,6 +325,18 @@ Test(session, ten_bad_commands_close_the_session)
 	    "-ERR unknown command\r\n-ERR unknown command\r\n"
 	    "-ERR unknown command\r\n-ERR unknown command\r\n"
 	    "-ERR unknown command\r\n-ERR too many bad commands, closing\r\n");
+}
+
+Test(session, tenth_error_from_a_handler_is_answered_once)
+{
+	expect(LOGIN "RETR 9\r\nRETR 9\r\nRETR 9\r\nRETR 9\r\nRETR 9\r\n"
+	    "RETR 9\r\nRETR 9\r\nRETR 9\r\nRETR 9\r\nRETR 9\r\nNOOP\r\n",
+	    LOGGED_IN "-ERR no such message\r\n-ERR no such message\r\n"
+	    "-ERR no such message\r\n-ERR no such message\r\n"
+	    "-ERR no such message\r\n-ERR no such message\r\n"
+	    "-ERR no such message\r\n-ERR no such message\r\n"
+	    "-ERR no such message\r\n-ERR no such message\r\n");
+	expect_mbox_unchanged();
 }
 
 Test(session, a_good_command_resets_the_bad_count)

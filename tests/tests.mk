@@ -1,7 +1,8 @@
 # Tests.  `make check` runs everything the README promises: the criterion
 # unit suites, the PAM suite under pam_wrapper, the same suites again built
 # with ASan + UBSan, the root-only system and integration suites (real
-# accounts, front ends and clients), and the static checks.
+# accounts, front ends and clients), fuzzing, static analysis, hostile
+# clients and valgrind (tests/assure.mk).
 
 # libbsd-ctor: setproctitle works without argv from main().
 CTOR_LIBS!=	$(PKG_CONFIG) --libs libbsd-ctor
@@ -42,15 +43,9 @@ check-system: $(O)/$(PROG)
 check-integration: $(O)/$(PROG)
 	POP3D=$(abspath $(O)/$(PROG)) tests/integration/run
 
-# Every shell script in the tree, found by its #! line.
-SHELL_SCRIPTS=	git ls-files | xargs grep -lE '^\#!.*/(ba)?sh' 2>/dev/null
+# Cheap first, root-only and slow last.
+check: check-unit check-sanitize check-analyze check-fuzz check-system \
+	check-integration check-hostile check-valgrind
 
-check-static:
-	@# Fail on any finding; mandoc.db staleness is the system's, not ours.
-	! mandoc -Tlint -Wstyle pop3d.8 2>&1 | grep -v 'outdated mandoc.db' | grep .
-	shellcheck -x $$($(SHELL_SCRIPTS))
-
-check: check-unit check-sanitize check-static check-system check-integration
-
-.PHONY: check-unit check-sanitize check-system check-integration check-static
--include tests/assure.mk
+.PHONY: check-unit check-sanitize check-system check-integration
+include tests/assure.mk
