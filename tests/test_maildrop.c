@@ -1423,7 +1423,10 @@ crash_case_init(struct crash_case *c, unsigned mask)
 	body = malloc(big + 1);
 	cr_assert(body != NULL);
 	for (i = 0; i < big; i++)
-		body[i] = i % 64 == 63 ? '\n' : (char)('a' + i % 26);
+		if (i % 64 == 63)
+			body[i] = '\n';
+		else
+			body[i] = "abcdefghijklmnopqrstuvwxyz"[i % 26];
 	body[big] = '\0';
 	cr_assert(asprintf(&big_parts[0], "From a\nS: 0\n\nsmall\n\n") > 0);
 	cr_assert(asprintf(&big_parts[1], "From b\nS: 1\n\n%s\n\n", body) > 0);
