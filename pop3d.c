@@ -4,10 +4,11 @@
  *
  * Three processes, after popa3d:
  *  1. a child that has dropped root and is chrooted to an empty directory
- *     parses everything the client says before login, and hands the
- *     credentials (and any pipelined input) to
- *  2. the root parent, which only runs PAM on them.  On success it opens
- *     the PAM session and the commit journal, then forks
+ *     parses everything the client says before login, hands the
+ *     credentials (and any pipelined input) to the parent and exits;
+ *  2. the root parent runs PAM on them and nothing else.  On failure it
+ *     forks a fresh child, which answers -ERR and reads on; on success
+ *     it opens the PAM session and the commit journal, then forks
  *  3. the session process, which drops to the user for good, locks and
  *     indexes the maildrop, and serves the transaction.  The parent waits
  *     and closes the PAM session when it ends.
@@ -66,10 +67,12 @@ struct creds_msg {
 	char		pending[INBUF_SIZE];
 };
 
-/* Descriptors between the pre-authentication child and the parent. */
-struct privsep {
-	int	creds_fd;	/* child writes struct creds_msg */
-	int	verdict_fd;	/* parent writes one enum login_verdict byte */
+/* What every pre-authentication child is made from. */
+struct prelogin {
+	const struct session_config *conf;
+	uid_t	uid;
+	gid_t	gid;
+	int	debug;
 };
 
 static pid_t	child_pid = -1;
@@ -230,22 +233,20 @@ make_dir(const char *path, mode_t mode)
 }
 
 /*
- * Hand the credentials and any pipelined input to the root parent and
- * wait for its verdict.  On success the parent answers the client from
- * now on, and this process stops without a word.
+ * Hand the credentials and any pipelined input to the root parent, and
+ * exit: the parent answers a good login itself and starts a new child
+ * after a bad one, so no pre-login process lives while PAM hashes.
  */
 static enum login_verdict
 child_login(struct session *s, const char *user, const char *pass)
 {
-	struct privsep		*ps = s->login_ctx;
 	struct creds_msg	 msg;
 	const char		*pending;
-	unsigned char		 verdict;
-	ssize_t			 n;
+	int			 fd = *(int *)s->login_ctx;
 
 	/* Replies to earlier pipelined commands must precede the parent's. */
 	if (outbuf_flush(&s->out) == -1)
-		return LOGIN_SYSTEMP;
+		_exit(1);
 	memset(&msg, 0, sizeof(msg));
 	msg.user_len = (uint32_t)strlen(user);
 	msg.pass_len = (uint32_t)strlen(pass);
@@ -255,43 +256,67 @@ child_login(struct session *s, const char *user, const char *pass)
 	memcpy(msg.user, user, msg.user_len);
 	memcpy(msg.pass, pass, msg.pass_len);
 	memcpy(msg.pending, pending, msg.pending_len);
-	n = write_full(ps->creds_fd, &msg, sizeof(msg));
+	(void)write_full(fd, &msg, sizeof(msg));
 	explicit_bzero(&msg, sizeof(msg));
-	if (n == -1 || read_full(ps->verdict_fd, &verdict, 1) != 1)
-		fatalx("lost the privileged parent");
-	if (verdict == LOGIN_STARTED)
-		return LOGIN_HANDOFF;
-	if (verdict != LOGIN_FAILED && verdict != LOGIN_EXPIRED)
-		return LOGIN_SYSTEMP;
-	return (enum login_verdict)verdict;
+	_exit(0);
 }
 
+/*
+ * The pre-login child.  The first one greets the client; a later one
+ * starts with the verdict on the previous attempt and the input the
+ * client had already sent after it.
+ */
 static void __attribute__((noreturn))
-run_preauth_child(const struct session_config *conf, struct passwd *pw,
-    struct privsep *ps, int debug)
+run_preauth_child(const struct prelogin *pl, int creds_fd,
+    const struct creds_msg *resume, enum login_verdict verdict, int failures)
 {
 	struct session	s;
 	struct rlimit	zero = { 0, 0 };
 
 	if (chroot(CHROOT_DIR) == -1 || chdir("/") == -1)
 		fatal("chroot %s", CHROOT_DIR);
-	drop_privileges(pw->pw_uid, pw->pw_gid);
+	drop_privileges(pl->uid, pl->gid);
 	/*
 	 * Nothing to fork or write here; say so to the kernel (files too,
 	 * unless -d sends the log to a stderr that may be a file).
 	 */
 	(void)setrlimit(RLIMIT_NPROC, &zero);
-	if (!debug)
+	if (!pl->debug)
 		(void)setrlimit(RLIMIT_FSIZE, &zero);
 	setproctitle("[auth]");
 	set_signals(on_signal);
-	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
+	session_init(&s, STDIN_FILENO, STDOUT_FILENO, pl->conf);
 	s.login = child_login;
-	s.login_ctx = ps;
-	session_greet(&s);
+	s.login_ctx = &creds_fd;
+	if (resume == NULL)
+		session_greet(&s);
+	else {
+		inbuf_preload(&s.in, resume->pending, resume->pending_len);
+		s.auth_failures = failures;
+		session_login_refused(&s, verdict);
+	}
 	session_run(&s);
 	session_finish(&s);
 	_exit(0);
+}
+
+/* Fork a pre-login child; returns the read end of its credentials pipe. */
+static int
+spawn_prelogin(const struct prelogin *pl, const struct creds_msg *resume,
+    enum login_verdict verdict, int failures)
+{
+	int	fds[2];
+
+	if (pipe2(fds, O_CLOEXEC) == -1)
+		fatal("pipe");
+	if ((child_pid = fork()) == -1)
+		fatal("fork");
+	if (child_pid == 0) {
+		close(fds[0]);
+		run_preauth_child(pl, fds[1], resume, verdict, failures);
+	}
+	close(fds[1]);
+	return fds[0];
 }
 
 /* A hostile message: every length checked, no byte trusted. */
@@ -560,12 +585,10 @@ check_creds(const struct options *opt, const char *peer, struct creds_msg *msg,
 	return res;
 }
 
-static unsigned char
+static enum login_verdict
 verdict_of(enum auth_result res)
 {
 	switch (res) {
-	case AUTH_OK:
-		return LOGIN_STARTED;
 	case AUTH_EXPIRED:
 		return LOGIN_EXPIRED;
 	case AUTH_SYSERR:
@@ -575,46 +598,39 @@ verdict_of(enum auth_result res)
 	}
 }
 
+/*
+ * One PAM check per message from a child; nothing else is possible.
+ * After MAX_AUTH_FAILURES the last child says goodbye and this ends.
+ */
 static void __attribute__((noreturn))
-run_parent(const struct options *opt, const struct session_config *conf,
-    const char *peer, struct privsep *ps)
+run_parent(const struct options *opt, const struct prelogin *pl,
+    const char *peer, int creds_fd)
 {
 	struct creds_msg	 msg;
 	struct timespec		 start;
 	struct auth		*auth;
 	char			 canon[USER_MAX + 1];
 	enum auth_result	 res;
-	unsigned char		 verdict;
 	int			 failures = 0, status;
 	ssize_t			 n;
 
 	for (;;) {
-		n = read_full(ps->creds_fd, &msg, sizeof(msg));
-		if (n == 0) {	/* the child ended the session itself */
-			wait_child(child_pid, &status);
-			exit(0);
-		}
-		if (n != (ssize_t)sizeof(msg) || !creds_valid(&msg)) {
-			kill(child_pid, SIGKILL);
+		n = read_full(creds_fd, &msg, sizeof(msg));
+		close(creds_fd);
+		wait_child(child_pid, &status);
+		if (n == 0 || failures >= MAX_AUTH_FAILURES)
+			exit(0);	/* the child ended the session */
+		if (n != (ssize_t)sizeof(msg) || !creds_valid(&msg))
 			fatalx("bad message from the pre-login child");
-		}
 		clock_gettime(CLOCK_MONOTONIC, &start);
 		res = check_creds(opt, peer, &msg, &auth, canon, sizeof(canon));
-		if (res != AUTH_OK)
-			pad_failure(&start);
-		verdict = verdict_of(res);
-		if (write_full(ps->verdict_fd, &verdict, 1) == -1)
-			exit(1);
-		if (res == AUTH_OK) {
-			wait_child(child_pid, &status);
-			close(ps->creds_fd);
-			close(ps->verdict_fd);
-			serve_user(opt, conf, auth, canon, &msg);
-		}
-		if (res != AUTH_SYSERR && ++failures >= MAX_AUTH_FAILURES) {
-			wait_child(child_pid, &status);
-			exit(0);
-		}
+		if (res == AUTH_OK)
+			serve_user(opt, pl->conf, auth, canon, &msg);
+		pad_failure(&start);
+		creds_fd = spawn_prelogin(pl, &msg, verdict_of(res), failures);
+		if (res != AUTH_SYSERR)
+			failures++;
+		explicit_bzero(&msg, sizeof(msg));
 	}
 }
 
@@ -677,11 +693,10 @@ main(int argc, char *argv[], char *envp[])
 {
 	struct options		opt;
 	struct session_config	conf;
-	struct privsep		ps;
+	struct prelogin		pl;
 	struct passwd		*pw;
 	enum peer_source	src;
 	char			peer[64];
-	int			creds[2], verdict[2];
 
 	/* Front ends (stunnel) may pass descriptors the children must not see. */
 	closefrom(STDERR_FILENO + 1);
@@ -704,22 +719,11 @@ main(int argc, char *argv[], char *envp[])
 	conf.cleartext_ok = !opt.require_tls || opt.secure ||
 	    peer_is_loopback(peer);
 	pw = privsep_user(opt.privsep_user);
+	pl.conf = &conf;
+	pl.uid = pw->pw_uid;
+	pl.gid = pw->pw_gid;
+	pl.debug = opt.debug;
 	make_dir(CHROOT_DIR, 0755);
-	if (pipe2(creds, O_CLOEXEC) == -1 || pipe2(verdict, O_CLOEXEC) == -1)
-		fatal("pipe");
-	if ((child_pid = fork()) == -1)
-		fatal("fork");
-	if (child_pid == 0) {
-		close(creds[0]);
-		close(verdict[1]);
-		ps.creds_fd = creds[1];
-		ps.verdict_fd = verdict[0];
-		run_preauth_child(&conf, pw, &ps, opt.debug);
-	}
-	close(creds[1]);
-	close(verdict[0]);
-	ps.creds_fd = creds[0];
-	ps.verdict_fd = verdict[1];
 	set_signals(forward_signal);
-	run_parent(&opt, &conf, peer, &ps);
+	run_parent(&opt, &pl, peer, spawn_prelogin(&pl, NULL, LOGIN_FAILED, 0));
 }

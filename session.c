@@ -170,6 +170,25 @@ cmd_user(struct session *s, int argc, char **argv)
 	return 0;
 }
 
+void
+session_login_refused(struct session *s, enum login_verdict v)
+{
+	if (v == LOGIN_SYSTEMP) {
+		reply(s, "-ERR [SYS/TEMP] Authentication is unavailable; "
+		    "try again later");
+		return;
+	}
+	if (++s->auth_failures >= MAX_AUTH_FAILURES) {
+		reply(s, "-ERR [AUTH] Authentication failed; too many "
+		    "failures, closing");
+		s->end = END_AUTH_FAILURES;
+	} else if (v == LOGIN_EXPIRED)
+		reply(s, "-ERR [AUTH] Password expired; change it before "
+		    "logging in");
+	else
+		reply(s, "-ERR [AUTH] Authentication failed");
+}
+
 /* Credentials from USER/PASS and AUTH PLAIN meet here. */
 static int
 login(struct session *s, const char *user, const char *pass)
@@ -183,21 +202,9 @@ login(struct session *s, const char *user, const char *pass)
 		s->end = END_HANDOFF;
 		return 0;
 	}
-	if (v == LOGIN_SYSTEMP) {
-		reply(s, "-ERR [SYS/TEMP] Authentication is unavailable; "
-		    "try again later");
-		return -1;
-	}
-	if (++s->auth_failures >= MAX_AUTH_FAILURES) {
-		reply(s, "-ERR [AUTH] Authentication failed; too many "
-		    "failures, closing");
-		s->end = END_AUTH_FAILURES;
-	} else if (v == LOGIN_EXPIRED)
-		reply(s, "-ERR [AUTH] Password expired; change it before "
-		    "logging in");
-	else
-		reply(s, "-ERR [AUTH] Authentication failed");
-	return 0;	/* counted as a failed login, not a bad command */
+	session_login_refused(s, v);
+	/* A failed login is counted apart, not as a bad command. */
+	return v == LOGIN_SYSTEMP ? -1 : 0;
 }
 
 static int

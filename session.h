@@ -88,6 +88,12 @@ void	session_init(struct session *, int in_fd, int out_fd,
 /* The +OK greeting. */
 void	session_greet(struct session *);
 /*
+ * Answer a refused login (FAILED, EXPIRED or SYSTEMP) and count it; the
+ * session ends at MAX_AUTH_FAILURES.  The privsep parent's new child
+ * starts with this.
+ */
+void	session_login_refused(struct session *, enum login_verdict);
+/*
  * After a successful login as user: open the maildrop at path (journal
  * as for maildrop_open()) and answer the login command with +OK, or
  * with -ERR [IN-USE] / [SYS/...] and end the session.  0 or -1.
