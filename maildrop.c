@@ -1578,22 +1578,42 @@ maildrop_touch(struct maildrop *md)
  * from our last one; if that one goes, the empty line goes with it, or
  * the spool would start with it (not a mbox) or lengthen a kept message.
  */
+/* Bytes of empty lines ("\n", "\r\n") that buf starts with. */
+static size_t
+blank_prefix(const char *buf, size_t n)
+{
+	size_t	i = 0;
+
+	for (;;) {
+		if (i < n && buf[i] == '\n')
+			i++;
+		else if (i + 1 < n && buf[i] == '\r' && buf[i + 1] == '\n')
+			i += 2;
+		else
+			return i;
+	}
+}
+
 static off_t
 appended_start(const struct maildrop *md, off_t oldsize)
 {
 	char	buf[64];
-	size_t	i = 0, n;
+	off_t	at = md->size;
+	size_t	i, n;
 
-	if (md->nmsgs == md->first || !md->msgs[md->nmsgs - 1].deleted ||
-	    oldsize <= md->size)
-		return md->size;
-	n = MIN(sizeof(buf), (size_t)(oldsize - md->size));
-	if (pread_full(md->fd, buf, n, md->size) == -1)
-		return md->size;
-	while (i < n && (buf[i] == '\n' ||
-	    (buf[i] == '\r' && i + 1 < n && buf[i + 1] == '\n')))
-		i += buf[i] == '\n' ? 1 : 2;
-	return md->size + (off_t)i;
+	if (md->nmsgs == md->first || !md->msgs[md->nmsgs - 1].deleted)
+		return at;
+	while (at < oldsize) {
+		n = MIN(sizeof(buf), (size_t)(oldsize - at));
+		if (pread_full(md->fd, buf, n, at) == -1)
+			return at;
+		i = blank_prefix(buf, n);
+		at += (off_t)i;
+		/* Done at text; a CR last in a full read may start a CRLF. */
+		if (i < n && !(i == n - 1 && n == sizeof(buf)))
+			break;
+	}
+	return at;
 }
 
 /* Arithmetic of the commit; 0 if nothing is marked. */
