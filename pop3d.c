@@ -23,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <dirent.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +53,7 @@ struct options {
 	int		 allow_root;	/* -r */
 	int		 require_tls;	/* -c */
 	int		 secure;	/* -s */
+	int		 recover;	/* -R */
 };
 
 /*
@@ -80,7 +82,7 @@ static pid_t	child_pid = -1;
 static void __attribute__((noreturn))
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-cdrsV] [-m maildrop] [-p service] "
+	fprintf(stderr, "usage: pop3d [-cdRrsV] [-m maildrop] [-p service] "
 	    "[-t timeout] [-u user]\n");
 	exit(1);
 }
@@ -471,7 +473,7 @@ recover_now(const struct passwd *pw, const char *path)
 		    MD_OK)
 			maildrop_close(md);
 		else
-			log_warnx("recovery after the kill: %s", why);
+			log_warnx("recovery: %s", why);
 		_exit(0);
 	}
 	close(journal_fd);
@@ -489,6 +491,42 @@ copy_account(const struct passwd *src, struct passwd *dst)
 	dst->pw_name = strdup(src->pw_name);
 	dst->pw_dir = strdup(src->pw_dir);
 	return dst->pw_name == NULL || dst->pw_dir == NULL ? -1 : 0;
+}
+
+/*
+ * -R, at boot before the MTA delivers: roll back every commit that a
+ * crash or power loss interrupted, so that mail readers never meet a
+ * half-moved spool (a login repairs only its own user's).
+ */
+static int
+recover_all(const struct options *opt)
+{
+	struct passwd	 account, *pw;
+	struct dirent	*de;
+	struct stat	 st;
+	char		 path[PATH_MAX], safe[NAME_MAX * 4 + 1];
+	DIR		*dir;
+
+	if ((dir = opendir(JOURNAL_DIR)) == NULL)
+		return errno == ENOENT ? 0 : (log_warn("%s", JOURNAL_DIR), 1);
+	while ((de = readdir(dir)) != NULL) {
+		if (de->d_name[0] == '.' || fstatat(dirfd(dir), de->d_name,
+		    &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode) ||
+		    st.st_size == 0)
+			continue;	/* an empty journal: nothing unfinished */
+		log_safe(safe, sizeof(safe), de->d_name, strlen(de->d_name));
+		if ((pw = getpwnam(de->d_name)) == NULL ||
+		    copy_account(pw, &account) == -1 ||
+		    expand_maildrop(opt->maildrop, &account, path,
+		    sizeof(path)) == -1) {
+			log_warnx("journal of %s: no such account", safe);
+			continue;
+		}
+		log_info("journal of %s: recovering %s", safe, path);
+		recover_now(&account, path);
+	}
+	closedir(dir);
+	return 0;
 }
 
 static void __attribute__((noreturn))
@@ -644,7 +682,7 @@ parse_options(int argc, char *argv[], struct options *opt)
 	opt->maildrop = DEFAULT_MAILDROP;
 	opt->privsep_user = DEFAULT_PRIVSEP_USER;
 	opt->timeout = DEFAULT_TIMEOUT;
-	while ((ch = getopt(argc, argv, "cdm:p:rst:u:V")) != -1) {
+	while ((ch = getopt(argc, argv, "cdm:p:Rrst:u:V")) != -1) {
 		switch (ch) {
 		case 'c':
 			opt->require_tls = 1;
@@ -657,6 +695,9 @@ parse_options(int argc, char *argv[], struct options *opt)
 			break;
 		case 'p':
 			opt->service = optarg;
+			break;
+		case 'R':
+			opt->recover = 1;
 			break;
 		case 'r':
 			opt->allow_root = 1;
@@ -704,13 +745,15 @@ main(int argc, char *argv[], char *envp[])
 	parse_options(argc, argv, &opt);
 	setproctitle_init(argc, argv, envp);
 	log_init(opt.debug);
+	if (geteuid() != 0)
+		fatalx("must be started as root");
+	if (opt.recover)	/* not a session: fds 0-2 are not a client */
+		exit(recover_all(&opt));
 	setup_fds(opt.debug);
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		fatal("signal");
 	/* Passwords pass through here: no core dumps, no ptrace by users. */
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	if (geteuid() != 0)
-		fatalx("must be started as root");
 	src = peer_lookup(STDIN_FILENO, peer, sizeof(peer));
 	log_info("connection from %s (%s)", peer, peer_source_name(src));
 	conf.timeout = opt.timeout;

@@ -52,8 +52,8 @@ import signal
 import subprocess
 import time
 
-from pop3sys import (HERE, JOURNAL_DIR, PASSWORD, PYTHON, U_FAULT, WORK,
-                     Failure, Server, become_subreaper, check, info,
+from pop3sys import (HERE, JOURNAL_DIR, PASSWORD, POP3D, PYTHON, U_FAULT,
+                     WORK, Failure, Server, become_subreaper, check, info,
                      lock_path, locks_free, login_session, main,
                      make_message, parse_mbox, read_spool, reap, spawn,
                      spool_path, test, wait_for, write_spool)
@@ -705,6 +705,40 @@ def test_fault_server_crash_then_mda_each_commit_call():
     # The whole server dies (root parent too, as in a power loss); an
     # MDA appends to whatever the spool is; then the next login.
     run_commit_mode("crash+mda", 0.60)
+
+
+@test
+def test_boot_recovery_after_server_crash_each_commit_call():
+    # The whole server dies at each point (a power loss); then `pop3d -R`,
+    # as at boot before the MTA, must leave the spool exactly as it was
+    # or exactly committed, before any login, with the journal empty.
+    failures = []
+    for i, p in enumerate(commit_points()):
+        if T.out_of_time(0.68):
+            failures.append("out of time: %d points not tried"
+                            % (len(commit_points()) - i))
+            break
+        T.tried += 1
+        try:
+            commit_run(p, "sigkill", monitor="freeze")
+            r = subprocess.run([POP3D, "-d", "-R"], capture_output=True,
+                               text=True, timeout=30)
+            check(r.returncode == 0, "pop3d -R exited %d: %s"
+                  % (r.returncode, r.stderr))
+            data = read_spool(USER)
+            check(state_name(data) is not None, "after pop3d -R: "
+                  + torn_detail(data))
+            jpath = os.path.join(JOURNAL_DIR, USER)
+            check(not os.path.exists(jpath) or os.path.getsize(jpath) == 0,
+                  "journal left after pop3d -R")
+            T.passed += 1
+            info("boot recovery %s: %s" % (p, state_name(data)))
+        except (Failure, EOFError, OSError, subprocess.SubprocessError) as e:
+            failures.append("%s: %s" % (p, e))
+            info("FAILED boot recovery %s: %s" % (p, e))
+            reset_state()
+    check(not failures, "%d boot recovery points failed:\n%s"
+          % (len(failures), "\n".join(failures)))
 
 
 @test
