@@ -33,8 +33,9 @@ LIBS=		-lpam -llockfile -lxxhash -lresolv $(BSD_LIBS)
 
 all: $(O)/$(PROG)
 
-$(O)/$(PROG): $(OBJS)
-	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(OBJS) $(LIBS)
+# EXTRA_OBJS: the sanitizer build links its report options (tests.mk).
+$(O)/$(PROG): $(OBJS) $(EXTRA_OBJS)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $(OBJS) $(EXTRA_OBJS) $(LIBS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(O)

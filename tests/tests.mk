@@ -30,10 +30,30 @@ check-unit: $(O)/$(PROG) $(UNIT_TESTS) $(O)/tests/test_auth
 	$(O)/tests/test_maildrop
 	tests/run_auth_tests.sh $(O)/tests/test_auth
 
-# The same suites built with AddressSanitizer and UBSan; any report fails.
+# The unit and PAM suites, then (as root) the integration suite, built
+# with AddressSanitizer and UBSan; any report fails.  libcrypt is linked
+# up front: ASan's crypt interceptor is bound at startup, and pam_unix
+# would otherwise load libcrypt later and call through a null pointer.
+SAN_DIR=	build/san
+SAN_REPORTS=	/var/tmp/pop3d-sanitizer
+SAN_LDFLAGS=	-fsanitize=address,undefined \
+		-Wl,--push-state,--no-as-needed -lcrypt -Wl,--pop-state
+
+$(SAN_DIR)/sanitizer_options.o: tests/sanitizer_options.c
+	@mkdir -p $(SAN_DIR)
+	$(CC) -c -o $@ tests/sanitizer_options.c
+
 check-sanitize:
-	$(MAKE) O=build/san CC=clang CFLAGS="$(SAN_FLAGS)" \
-	    LDFLAGS="-fsanitize=address,undefined" check-unit
+	$(MAKE) O=$(SAN_DIR) CC=clang CFLAGS="$(SAN_FLAGS)" \
+	    LDFLAGS="$(SAN_LDFLAGS)" \
+	    EXTRA_OBJS=$(SAN_DIR)/sanitizer_options.o check-unit
+	@if [ "$$(id -u)" -eq 0 ]; then \
+	    rm -rf $(SAN_REPORTS) && mkdir -m 1777 $(SAN_REPORTS) && \
+	    POP3D=$(abspath $(SAN_DIR)/$(PROG)) tests/integration/run && \
+	    if ls $(SAN_REPORTS)/* >/dev/null 2>&1; then \
+	        cat $(SAN_REPORTS)/*; echo "sanitizer reports above"; \
+	        exit 1; fi; \
+	else echo "not root: integration suite under sanitizers skipped"; fi
 
 # Root-only suites: real accounts, PAM, locking, fault injection, front
 # ends and clients.  POP3D names the binary under test.
