@@ -28,8 +28,12 @@
 #include "maildrop.h"
 #include "params.h"
 
-/* Bytes of XXH128 kept for a UIDL: 24 hex characters (RFC 1939 s7). */
-#define UIDL_HASH_LEN	12
+/*
+ * Bytes of XXH128 kept for a UIDL: 16 hex characters (RFC 1939 s7).
+ * 64 bits make an accidental collision in one spool vanishingly rare,
+ * and even one only gives the later message a ".2" suffix.
+ */
+#define UIDL_HASH_LEN	8
 /*
  * A line is classified from its first bytes: "From ", a header name, or
  * the pseudo-message's Subject (57 bytes).  A line start shorter than
@@ -53,15 +57,28 @@
  */
 struct msg {
 	off_t		from;	/* the From_ line */
-	off_t		text;	/* after the From_ line */
 	off_t		end;	/* text end, separator excluded */
-	off_t		hdr_end; /* after the blank line */
 	uint64_t	octets;	/* as sent: CRLF, unstuffed */
 	uint8_t		hash[UIDL_HASH_LEN];
+	uint32_t	from_len; /* the From_ line: the text starts after */
+	uint32_t	hdr_len; /* text start to after the blank line */
 	uint32_t	dup;	/* k-th with this hash */
 	uint8_t		deleted;
 };
-_Static_assert(sizeof(struct msg) <= 64, "index entry over 64 bytes");
+/* With mark_duplicates()' 8 bytes a message, 56 at the peak. */
+_Static_assert(sizeof(struct msg) <= 48, "index entry over 48 bytes");
+
+static off_t
+msg_text(const struct msg *m)
+{
+	return m->from + m->from_len;
+}
+
+static off_t
+msg_hdr_end(const struct msg *m)
+{
+	return msg_text(m) + m->hdr_len;
+}
 
 struct maildrop {
 	int		 fd;		/* -1: no spool file */
@@ -119,6 +136,8 @@ struct scan {
 	uint64_t	 bare;		/* LF without CR in text */
 	uint64_t	 hdr_octets;
 	XXH3_state_t	*ctx;		/* the UIDL hash */
+	off_t		 text;		/* the current message's text */
+	off_t		 hdr_end;	/* after its blank line; 0: none yet */
 };
 
 /* Streaming state of maildrop_send(). */
@@ -518,8 +537,8 @@ open_spool(struct maildrop *md, const char *path)
  * not used: touched pages would count in the session's RSS.
  *
  * UIDL (RFC 1939 section 7: 1-70 characters 0x21-0x7E, unique,
- * persistent).  The id is the first 12 bytes of an XXH3-128, in lowercase
- * hex (24 characters), over
+ * persistent).  The id is the first 8 bytes of an XXH3-128, in lowercase
+ * hex (16 characters), over
  *	- the From_ line,
  *	- every header line except Status:, X-Status:, X-UID:,
  *	  X-Keywords:, X-IMAP:, X-IMAPbase:, Content-Length: and Lines:
@@ -707,11 +726,20 @@ msg_close(struct scan *sc)
 		sc->bare -= sc->prev_empty_bare;
 	}
 	/* RFC 1939 section 11: every line end counts as CRLF. */
-	m->octets = m->end - m->text + sc->bare + (sc->partial_last ? 2 : 0);
-	if (sc->in_headers || m->hdr_end > m->end) {
-		m->hdr_end = m->end;
+	m->octets = m->end - sc->text + sc->bare + (sc->partial_last ? 2 : 0);
+	if (sc->in_headers || sc->hdr_end > m->end) {
+		sc->hdr_end = m->end;
 		sc->hdr_octets = m->octets;
 	}
+	/* Stored as 32-bit lengths, to keep the index small. */
+	if (sc->text - m->from > UINT32_MAX ||
+	    sc->hdr_end - sc->text > UINT32_MAX) {
+		sc->status = md_fail(sc->md, MD_SYSPERM, "a From_ line or a "
+		    "header section over 4 GB");
+		return -1;
+	}
+	m->from_len = (uint32_t)(sc->text - m->from);
+	m->hdr_len = (uint32_t)(sc->hdr_end - sc->text);
 	hash_finish(sc, m->octets - sc->hdr_octets);
 	return msg_store(sc);
 }
@@ -730,6 +758,8 @@ msg_begin(struct scan *sc)
 	}
 	memset(&sc->cur, 0, sizeof(sc->cur));
 	sc->cur.from = sc->off;
+	sc->text = 0;
+	sc->hdr_end = 0;
 	sc->have_msg = 1;
 	sc->line_from = 1;
 	sc->hashing = 1;
@@ -783,10 +813,10 @@ line_end(struct scan *sc, off_t len, int newline, int cr_before)
 	if (sc->counting && newline && !cr_before)
 		sc->bare++;
 	if (sc->line_from)
-		sc->cur.text = sc->off + len;
+		sc->text = sc->off + len;
 	if (sc->line_hdr_end) {
-		sc->cur.hdr_end = sc->off + len;
-		sc->hdr_octets = sc->cur.hdr_end - sc->cur.text + sc->bare;
+		sc->hdr_end = sc->off + len;
+		sc->hdr_octets = sc->hdr_end - sc->text + sc->bare;
 	}
 	if (!newline && sc->counting)
 		sc->partial_last = 1;
@@ -1497,11 +1527,12 @@ maildrop_send(struct maildrop *md, size_t msg, long lines, struct outbuf *out)
 	s.out = out;
 	s.bol = 1;
 	s.left = -1;
-	if (send_range(md, &s, m->text, lines < 0 ? m->end : m->hdr_end) == -1)
+	if (send_range(md, &s, msg_text(m), lines < 0 ? m->end :
+	    msg_hdr_end(m)) == -1)
 		return -1;
 	if (lines > 0) {
 		s.left = lines;
-		if (send_range(md, &s, m->hdr_end, m->end) == -1)
+		if (send_range(md, &s, msg_hdr_end(m), m->end) == -1)
 			return -1;
 	}
 	if (!s.bol) {

@@ -1132,9 +1132,9 @@ Test(maildrop, uidl_identical_messages_are_unique)
 		maildrop_uidl(md, i, u[i]);
 		check_uidl_format(u[i]);
 	}
-	cr_assert_eq(strlen(u[0]), 24);
-	cr_assert(strncmp(u[0], u[1], 24) == 0 && strcmp(u[1] + 24, ".2") == 0);
-	cr_assert(strcmp(u[2] + 24, ".3") == 0);
+	cr_assert_eq(strlen(u[0]), 16);
+	cr_assert(strncmp(u[0], u[1], 16) == 0 && strcmp(u[1] + 16, ".2") == 0);
+	cr_assert(strcmp(u[2] + 16, ".3") == 0);
 	maildrop_close(md);
 }
 
