@@ -92,8 +92,27 @@ check-analyze:
 check-hostile: $(O)/$(PROG)
 	POP3D=$(abspath $(O)/$(PROG)) tests/hostile/run
 
-check-valgrind: $(O)/$(PROG)
+# One real session under valgrind (hostile suite), then the client
+# integration tests (poplib and curl through every front end)
+# with every pop3d process under memcheck: no errors, no definite leaks.
+VG_DIR=		build/vg
+VG_LOGS=	/var/tmp/pop3d-valgrind
+VG_TESTS=	t-10-poplib t-20-curl
+
+$(VG_DIR)/pop3d: $(O)/$(PROG)
+	@mkdir -p $(VG_DIR)
+	printf '#!/bin/sh\n# pop3d under valgrind memcheck (make check-valgrind)\nexec valgrind --quiet --vgdb=no --trace-children=yes --trace-children-skip=*dotlockfile* --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite --log-file=$(VG_LOGS)/vg.%%p $(abspath $(O)/$(PROG)) "$$@"\n' >$@
+	chmod 0755 $@
+
+check-valgrind: $(O)/$(PROG) $(VG_DIR)/pop3d
 	POP3D=$(abspath $(O)/$(PROG)) tests/hostile/run --valgrind
+	rm -rf $(VG_LOGS) && mkdir -m 1777 $(VG_LOGS)
+	POP3D=$(abspath $(VG_DIR)/pop3d) tests/integration/run $(VG_TESTS)
+	@n=$$(ls $(VG_LOGS) | wc -l); bad=$$(find $(VG_LOGS) -type f -size +0); \
+	echo "valgrind: $$n pop3d processes under memcheck"; \
+	if [ "$$n" -eq 0 ] || [ -n "$$bad" ]; then \
+	    for f in $$bad; do echo "== $$f"; cat "$$f"; done; \
+	    echo "valgrind: reports above (or no process ran)"; exit 1; fi
 
 .PHONY: fuzz fuzz-build check-fuzz check-analyze check-hostile \
 	check-valgrind
