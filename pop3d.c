@@ -481,6 +481,13 @@ recover_now(const struct passwd *pw, const char *path)
 		wait_child(pid, &status);
 }
 
+static void
+free_account(struct passwd *pw)
+{
+	free(pw->pw_name);
+	free(pw->pw_dir);
+}
+
 static int
 copy_account(const struct passwd *src, struct passwd *dst)
 {
@@ -490,7 +497,11 @@ copy_account(const struct passwd *src, struct passwd *dst)
 	dst->pw_shell = NULL;
 	dst->pw_name = strdup(src->pw_name);
 	dst->pw_dir = strdup(src->pw_dir);
-	return dst->pw_name == NULL || dst->pw_dir == NULL ? -1 : 0;
+	if (dst->pw_name == NULL || dst->pw_dir == NULL) {
+		free_account(dst);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -516,14 +527,18 @@ recover_all(const struct options *opt)
 			continue;	/* an empty journal: nothing unfinished */
 		log_safe(safe, sizeof(safe), de->d_name, strlen(de->d_name));
 		if ((pw = getpwnam(de->d_name)) == NULL ||
-		    copy_account(pw, &account) == -1 ||
-		    expand_maildrop(opt->maildrop, &account, path,
-		    sizeof(path)) == -1) {
+		    copy_account(pw, &account) == -1) {
 			log_warnx("journal of %s: no such account", safe);
 			continue;
 		}
-		log_info("journal of %s: recovering %s", safe, path);
-		recover_now(&account, path);
+		if (expand_maildrop(opt->maildrop, &account, path,
+		    sizeof(path)) == -1)
+			log_warnx("journal of %s: no maildrop path", safe);
+		else {
+			log_info("journal of %s: recovering %s", safe, path);
+			recover_now(&account, path);
+		}
+		free_account(&account);
 	}
 	closedir(dir);
 	return 0;
