@@ -720,7 +720,17 @@ def test_boot_recovery_after_server_crash_each_commit_call():
             break
         T.tried += 1
         try:
-            commit_run(p, "sigkill", monitor="freeze")
+            try:
+                commit_run(p, "sigkill", monitor="freeze")
+            except Failure as e:
+                # Seen once under full CI load: a 20 s stall before the
+                # fault point.  Retry that point once, from a clean state;
+                # the checks below stay as strict.
+                if "no reply" not in str(e):
+                    raise
+                info("boot recovery %s: retried after: %s" % (p, e))
+                reset_state()
+                commit_run(p, "sigkill", monitor="freeze")
             r = subprocess.run([POP3D, "-d", "-R"], capture_output=True,
                                text=True, timeout=30)
             check(r.returncode == 0, "pop3d -R exited %d: %s"
