@@ -3,13 +3,13 @@
 # tests/hostile/packages.
 #
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (60)
-#   make check-fuzz      CI: replay seeds and regressions, fuzz each 30 s
+#   make check-fuzz      CI: replay seeds and regressions, fuzz each 20 s
 #   make check-analyze   cppcheck, clang-tidy, mandoc -Tlint, shellcheck
 #   make check-hostile   root: hostile clients against the real binary
 #   make check-valgrind  root: one real session under valgrind memcheck
 
 FUZZ_SECONDS?=	60
-FUZZ_CI_SECONDS?= 30
+FUZZ_CI_SECONDS?= 20
 FUZZ_CC?=	clang
 FUZZ_DIR=	build/fuzz
 FUZZ_SAN=	-fsanitize=address,undefined -fno-sanitize-recover=all
