@@ -235,9 +235,10 @@ make_dir(const char *path, mode_t mode)
 }
 
 /*
- * Hand the credentials and any pipelined input to the root parent, and
- * exit: the parent answers a good login itself and starts a new child
- * after a bad one, so no pre-login process lives while PAM hashes.
+ * Hand the credentials and any pipelined input to the root parent; then
+ * this child ends without a word: the parent answers a good login itself
+ * and starts a new child after a bad one, so no pre-login process lives
+ * while PAM hashes.
  */
 static enum login_verdict
 child_login(struct session *s, const char *user, const char *pass)
@@ -248,7 +249,7 @@ child_login(struct session *s, const char *user, const char *pass)
 
 	/* Replies to earlier pipelined commands must precede the parent's. */
 	if (outbuf_flush(&s->out) == -1)
-		_exit(1);
+		return LOGIN_SYSTEMP;	/* the client is gone: the loop ends */
 	memset(&msg, 0, sizeof(msg));
 	msg.user_len = (uint32_t)strlen(user);
 	msg.pass_len = (uint32_t)strlen(pass);
@@ -260,7 +261,7 @@ child_login(struct session *s, const char *user, const char *pass)
 	memcpy(msg.pending, pending, msg.pending_len);
 	(void)write_full(fd, &msg, sizeof(msg));
 	explicit_bzero(&msg, sizeof(msg));
-	_exit(0);
+	return LOGIN_HANDOFF;
 }
 
 /*
