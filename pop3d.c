@@ -425,7 +425,7 @@ gid_is_mail(gid_t gid)
 }
 
 static void __attribute__((noreturn))
-run_user_session(const struct options *opt, const struct session_config *conf,
+run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
     const struct creds_msg *msg)
 {
@@ -435,7 +435,6 @@ run_user_session(const struct options *opt, const struct session_config *conf,
 	set_signals(on_signal);
 	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
 	inbuf_preload(&s.in, msg->pending, msg->pending_len);
-	(void)opt;
 	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
 		session_run(&s);
 	session_finish(&s);
@@ -587,7 +586,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	if ((pid = fork()) == -1)
 		fatal("fork");
 	if (pid == 0)
-		run_user_session(opt, conf, pw, path, journal_fd, msg);
+		run_user_session(conf, pw, path, journal_fd, msg);
 	child_pid = pid;
 	set_signals(forward_signal);
 	if (journal_fd != -1)
@@ -688,7 +687,7 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 	}
 }
 
-static int
+static void
 parse_options(int argc, char *argv[], struct options *opt)
 {
 	const char	*errstr;
@@ -742,7 +741,6 @@ parse_options(int argc, char *argv[], struct options *opt)
 	if (!template_valid(opt->maildrop))
 		errx(1, "maildrop template %s: must be an absolute path "
 		    "using only %%u, %%h and %%%%", opt->maildrop);
-	return 0;
 }
 
 int
