@@ -83,6 +83,7 @@ msg_hdr_end(const struct msg *m)
 struct maildrop {
 	int		 fd;		/* -1: no spool file */
 	int		 journal_fd;	/* -1: none */
+	int		 journal_done;	/* commit complete, journal to clear */
 	char		*lockpath;	/* PATH.lock */
 	int		 dotlocked;
 	int		 dotlock_error;	/* liblockfile's L_* */
@@ -96,6 +97,9 @@ struct maildrop {
 	size_t		 first;		/* 1 if msgs[0] is it */
 	struct timespec	 touched;	/* dot-lock, monotonic */
 	char		*buf;		/* FILE_CHUNK + SCAN_HEAD */
+	char		*ahead;		/* FILE_CHUNK read ahead for RETR/TOP */
+	off_t		 ahead_off;	/* ahead holds [ahead_off, +ahead_len) */
+	size_t		 ahead_len;
 	char		*why;		/* the caller's reason */
 	size_t		 whylen;
 };
@@ -258,6 +262,23 @@ pwrite_full(int fd, const void *buf, size_t n, off_t off)
 		done += r;
 	}
 	return 0;
+}
+
+/*
+ * Start writing [off, off + n) of fd to disk now, so that the commit's
+ * copying and the disk work overlap and its fsync() has less left to
+ * wait for.  Only a hint: the fsync() still decides durability.
+ */
+static void
+start_writeback(int fd, off_t off, off_t n)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+	(void)sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE);
+#else
+	(void)fd;
+	(void)off;
+	(void)n;
+#endif
 }
 
 static off_t
@@ -1161,6 +1182,7 @@ journal_copy(struct maildrop *md, struct jheader *jh)
 			rv = -1;
 			break;
 		}
+		start_writeback(md->journal_fd, JOURNAL_HDR_SIZE + done, n);
 		XXH3_64bits_update(ctx, md->buf, n);
 	}
 	jh->data_hash = XXH3_64bits_digest(ctx);
@@ -1498,19 +1520,51 @@ send_block(struct sender *s, const char *p, size_t n)
 	return 0;
 }
 
+/*
+ * The spool's bytes from off on (at least one, *avail in all), read
+ * FILE_CHUNK at a time: RETR of consecutive small messages then costs
+ * one read per chunk instead of one per message.  The indexed bytes of
+ * the locked spool do not change before the commit, which drops this.
+ */
+static const char *
+read_ahead(struct maildrop *md, off_t off, size_t *avail)
+{
+	size_t	n;
+
+	if (md->ahead == NULL && (md->ahead = malloc(FILE_CHUNK)) == NULL) {
+		log_warn("maildrop read");
+		return NULL;
+	}
+	if (off < md->ahead_off ||
+	    off - md->ahead_off >= (off_t)md->ahead_len) {
+		md->ahead_len = 0;
+		n = chunk_len(md->size - off);
+		if (n == 0)
+			errno = ENODATA;
+		if (n == 0 || pread_full(md->fd, md->ahead, n, off) == -1) {
+			log_warn("maildrop read");
+			return NULL;
+		}
+		md->ahead_off = off;
+		md->ahead_len = n;
+	}
+	*avail = md->ahead_len - (size_t)(off - md->ahead_off);
+	return md->ahead + (off - md->ahead_off);
+}
+
 /* Send [from, to) of the spool, or its first s->left lines. */
 static int
 send_range(struct maildrop *md, struct sender *s, off_t from, off_t to)
 {
-	off_t	n;
+	const char	*p;
+	size_t		 n;
 
 	for (; from < to && s->left != 0; from += n) {
-		n = chunk_len(to - from);
-		if (pread_full(md->fd, md->buf, n, from) == -1) {
-			log_warn("maildrop read");
+		if ((p = read_ahead(md, from, &n)) == NULL)
 			return -1;
-		}
-		if (send_block(s, md->buf, n) == -1)
+		if ((off_t)n > to - from)
+			n = to - from;
+		if (send_block(s, p, n) == -1)
 			return -1;
 	}
 	return 0;
@@ -1586,7 +1640,8 @@ maildrop_touch(struct maildrop *md)
  *        is written, and writes never pass the bytes read), then
  *        fsync.  Only [P, N) is written: [N, S0) stays as it was.
  *     c. ftruncate(N), fsync: the commit point.
- *     d. Truncate the journal, fsync.
+ *     d. Truncate the journal, fsync: at maildrop_close(), after the
+ *        client has its answer.
  *     A failure in b or in c's ftruncate writes the journal's bytes
  *     back to [P, N) and fsyncs (the file still has its S0 bytes); if
  *     that fails too, the journal stays valid for the next open.  If
@@ -1724,6 +1779,7 @@ copy_down(struct maildrop *md, off_t src, off_t end, off_t *dst)
 		if (pread_full(md->fd, md->buf, n, src) == -1 ||
 		    pwrite_full(md->fd, md->buf, n, *dst) == -1)
 			return -1;
+		start_writeback(md->fd, *dst, n);
 	}
 	return 0;
 }
@@ -1797,8 +1853,8 @@ commit_journaled(struct maildrop *md, const struct plan *pl)
 	if (fsync(md->fd) == -1)
 		return md_fail(md, MD_SYSTEMP, "fsync: %s; journal kept",
 		    strerror(errno));
-	if (journal_invalidate(md) == -1)
-		log_warn("journal invalidation; the next open finishes it");
+	/* Step 2d, in maildrop_close(), once the client has its answer. */
+	md->journal_done = 1;
 	return MD_OK;
 }
 
@@ -1829,6 +1885,7 @@ maildrop_commit(struct maildrop *md, char *why, size_t whylen)
 	md->whylen = whylen;
 	if (why != NULL && whylen > 0)
 		why[0] = '\0';
+	md->ahead_len = 0;
 	/* Nothing marked: the file is not written at all. */
 	if (md->fd >= 0 && commit_plan(md, md->size, &pl))
 		st = commit_marked(md);
@@ -1841,6 +1898,14 @@ maildrop_close(struct maildrop *md)
 {
 	if (md == NULL)
 		return;
+	/*
+	 * Clearing a large journal takes a while (the file system frees
+	 * its blocks), and the complete commit needs it no more: the next
+	 * open would find the spool truncated and discard it.  Still under
+	 * the locks, so no session can meet it.
+	 */
+	if (md->journal_done && journal_invalidate(md) == -1)
+		log_warn("journal invalidation; the next open finishes it");
 	if (md->flocked)
 		flock(md->fd, LOCK_UN);
 	if (md->dotlocked && lockfile_remove(md->lockpath) != 0)
@@ -1853,5 +1918,6 @@ maildrop_close(struct maildrop *md)
 	free(md->lockpath);
 	free(md->msgs);
 	free(md->buf);
+	free(md->ahead);
 	free(md);
 }

@@ -64,7 +64,11 @@ void	maildrop_touch(struct maildrop *);
  * will be completed or undone by the next open).
  */
 enum md_status maildrop_commit(struct maildrop *, char *why, size_t whylen);
-/* Release the locks and free everything (no commit). */
+/*
+ * Release the locks and free everything (no commit).  After a commit
+ * that needed the journal, first clear it: the slow part of the commit
+ * that the client need not wait for.
+ */
 void	maildrop_close(struct maildrop *);
 
 #endif /* MAILDROP_H */

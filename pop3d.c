@@ -424,6 +424,24 @@ gid_is_mail(gid_t gid)
 	return (gr = getgrnam("mail")) != NULL && gr->gr_gid == gid;
 }
 
+/*
+ * The session has said its last word: let the client go before the maildrop is closed, whose cleanup after a
+ * commit (clearing a large journal) it need not wait for.  /dev/null
+ * takes the connection's place, so fds 0 and 1 stay valid.
+ */
+static void
+hang_up(void)
+{
+	int	fd;
+
+	if ((fd = open("/dev/null", O_RDWR)) == -1)
+		return;
+	(void)dup2(fd, STDIN_FILENO);
+	(void)dup2(fd, STDOUT_FILENO);
+	if (fd > STDOUT_FILENO)
+		close(fd);
+}
+
 static void __attribute__((noreturn))
 run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
@@ -437,6 +455,8 @@ run_user_session(const struct session_config *conf,
 	inbuf_preload(&s.in, msg->pending, msg->pending_len);
 	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
 		session_run(&s);
+	outbuf_flush(&s.out);
+	hang_up();
 	session_finish(&s);
 	_exit(s.end == END_QUIT || s.end == END_EOF ? 0 : 1);
 }
