@@ -29,7 +29,7 @@ HARDEN_LDFLAGS=	-pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
 ALL_CFLAGS=	-std=c11 -D_GNU_SOURCE $(BSD_CFLAGS) $(WARNINGS) \
 		$(HARDEN_CFLAGS) $(CFLAGS) $(CPPFLAGS)
 ALL_LDFLAGS=	$(HARDEN_LDFLAGS) $(LDFLAGS)
-LIBS=		-lpam -llockfile -lxxhash -lresolv $(BSD_LIBS)
+LIBS=		-lpam -llockfile $(BSD_LIBS)
 
 all: $(O)/$(PROG)
 

@@ -11,7 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <resolv.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +228,47 @@ cmd_pass(struct session *s, int argc, char **argv)
 }
 
 /*
+ * Strict base64 (RFC 4648 section 4), as SASL wants it: whole quartets,
+ * "=" only as the last one or two bytes, nothing outside the alphabet,
+ * the bits that padding leaves over zero.  Returns the octets written
+ * to out (at most outlen), or -1.
+ */
+static int
+base64_decode(const char *in, unsigned char *out, size_t outlen)
+{
+	static const char	 alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				    "abcdefghijklmnopqrstuvwxyz0123456789+/";
+	const char		*c;
+	size_t			 len = strlen(in), data, i, n = 0;
+	uint32_t		 quad;
+	int			 k, bytes;
+
+	if (len % 4 != 0)
+		return -1;
+	data = len;
+	while (data > 0 && len - data < 2 && in[data - 1] == '=')
+		data--;
+	for (i = 0; i < len; i += 4) {
+		quad = 0;
+		for (k = 0; k < 4; k++) {
+			quad <<= 6;
+			if (i + k >= data)
+				continue;
+			if ((c = strchr(alphabet, in[i + k])) == NULL)
+				return -1;
+			quad |= (uint32_t)(c - alphabet);
+		}
+		bytes = i + 4 < len ? 3 : 3 - (int)(len - data);
+		if (n + (size_t)bytes > outlen ||
+		    (quad & (0xffffffu >> (8 * bytes))) != 0)
+			return -1;
+		for (k = 0; k < bytes; k++)
+			out[n++] = (unsigned char)(quad >> (16 - 8 * k));
+	}
+	return (int)n;
+}
+
+/*
  * RFC 4616: [authzid] NUL authcid NUL passwd.  We log in as authcid; an
  * authzid, if given, must name the same user (no proxy logins).
  */
@@ -239,7 +280,7 @@ plain_login(struct session *s, const char *b64)
 	size_t		 zlen, clen, plen;
 	int		 n, rv = -1;
 
-	n = b64_pton(b64, buf, sizeof(buf) - 1);
+	n = base64_decode(b64, buf, sizeof(buf) - 1);
 	if (n < 0) {
 		reply(s, "-ERR invalid base64 in AUTH PLAIN");
 		goto done;

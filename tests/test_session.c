@@ -396,6 +396,23 @@ Test(session, auth_plain_cancel_empty_and_bad)
 	    "+OK POP3 server signing off\r\n");
 }
 
+/* RFC 4648 strictness: padding, alphabet, leftover bits, length. */
+Test(session, auth_plain_rejects_sloppy_base64)
+{
+	expect("AUTH PLAIN AGFsaWNlAHNlY3JldA\r\n"	/* unpadded */
+	    "AUTH PLAIN AGFsaWNlAHNlY3JldB==\r\n"	/* leftover bits */
+	    "AUTH PLAIN AGFsaWNl=AHNlY3JldA=\r\n"	/* "=" inside */
+	    "AUTH PLAIN AGFsaWNlAHNlY3Jld-==\r\n"	/* not base64url */
+	    "AUTH PLAIN ====\r\n"
+	    "AUTH PLAIN " PLAIN_OK "\r\nQUIT\r\n",
+	    GREETING "-ERR invalid base64 in AUTH PLAIN\r\n"
+	    "-ERR invalid base64 in AUTH PLAIN\r\n"
+	    "-ERR invalid base64 in AUTH PLAIN\r\n"
+	    "-ERR invalid base64 in AUTH PLAIN\r\n"
+	    "-ERR invalid base64 in AUTH PLAIN\r\n"
+	    "+OK maildrop has 2 messages (58 octets)\r\n" BYE);
+}
+
 Test(session, auth_without_mechanism_lists_them)
 {
 	expect("AUTH\r\nQUIT\r\n", GREETING "+OK\r\nPLAIN\r\n.\r\n"
