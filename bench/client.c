@@ -1,8 +1,11 @@
 /*
  * client: the pop3d benchmark's POP3 client (issue 7).
  *
- * Lock-step, like a plain mail client: one command, then its whole
- * reply, then the next.  Every reply is checked (+OK, the STAT/LIST/UIDL
+ * Three ways to drive a server: lock-step, like a plain mail client (one
+ * command, then its whole reply, then the next; the default); -A, as an
+ * RFC 2449 client: CAPA first, and the RETR/DELE commands pipelined only
+ * if the server announces PIPELINING (else lock-step); -P W, pipelined
+ * whatever the server announces.  Every reply is checked (+OK, the STAT/LIST/UIDL
  * counts agree, every RETR ends with its terminator, the unstuffed
  * octets agree with LIST) and every octet is counted.  By default it
  * sets neither TCP_NODELAY nor TCP_QUICKACK, so a server that answers a
@@ -18,7 +21,7 @@
  *   parse  read RETR-style replies until EOF (the client's own ceiling)
  *   echo   -n N lines, each waiting for its echo (`cat` as the server):
  *          the round trip that every lock-step command pays
- * -P W pipelines S2's RETRs, W in flight (RFC 2449), beside lock-step.
+ * -P W: W commands in flight (1..64; -A without -P: 32).
  * -q re-arms TCP_QUICKACK after every read: only for servers that stall
  * on the delayed ACK, so that their own speed can still be measured.
  * With -c N, N processes run the scenario at once, process i as user
@@ -64,7 +67,8 @@ struct conf {
 	int		 latency;
 	int		 quickack;
 	long		 count;
-	int		 window;
+	int		 window;	/* RETR/DELE in flight (-P) */
+	int		 capa;		/* -A: pipeline if announced */
 };
 
 struct rd {
@@ -83,6 +87,7 @@ struct result {
 	uint64_t	 dele, size_mismatch, bare_lf;
 	uint64_t	 lat_max_us;	/* slowest non-login command */
 	char		 lat_max_cmd[8];
+	int		 pipelined;	/* -A: server announced it */
 };
 
 static const struct conf *cf;
@@ -470,65 +475,136 @@ selected(uint64_t i)
 }
 
 /*
- * -P W: RFC 2449 pipelining, up to W RETRs in flight, sent in one write
- * per refill: what the protocol allows beyond lock-step.
+ * The commands after STAT/LIST/UIDL, in order: S2 RETR 1..n; S3 the
+ * same with DELE i after RETR i for the scattered 10 %; S5 DELE 1..n.
+ * Returns 0 when there are no more.
+ */
+struct cmdgen {
+	uint64_t	next;		/* message number of the next command */
+	int		dele_due;	/* S3: DELE of next - 1 comes first */
+};
+
+static int
+next_cmd(struct cmdgen *g, const struct result *r, int *is_retr,
+    uint64_t *msg)
+{
+	const char *s = cf->scen;
+
+	if (g->dele_due) {
+		g->dele_due = 0;
+		*is_retr = 0;
+		*msg = g->next - 1;
+		return 1;
+	}
+	if (g->next > r->msgs)
+		return 0;
+	*msg = g->next++;
+	*is_retr = strcmp(s, "S5") != 0;
+	g->dele_due = strcmp(s, "S3") == 0 && selected(*msg);
+	return 1;
+}
+
+/* One command's reply: RETR's body is counted and checked against LIST. */
+static int
+read_reply(struct rd *d, struct result *r, const struct listing *l,
+    int is_retr, uint64_t msg)
+{
+	uint64_t octets;
+
+	if (rd_status(d, r, is_retr ? "RETR" : "DELE") == NULL)
+		return -1;
+	if (!is_retr) {
+		r->dele++;
+		return 0;
+	}
+	if (rd_body(d, r, &octets) == -1)
+		return -1;
+	r->retr++;
+	r->msg_octets += octets;
+	if (octets != l->sizes[msg - 1])
+		r->size_mismatch++;
+	return 0;
+}
+
+/*
+ * The RETR/DELE commands.  window 1: lock-step, each command's latency
+ * recorded.  window > 1: RFC 2449 pipelining, up to window commands in
+ * flight, each refill sent in one write; the replies come in order.
  */
 static int
-retr_pipelined(struct rd *d, struct result *r, const struct listing *l)
+run_cmds(struct rd *d, struct result *r, const struct listing *l,
+    int window)
 {
+	struct cmdgen gen = { 1, 0 };
 	char buf[64 * 32];
-	uint64_t sent = 0, done = 0, octets;
+	struct { int is_retr; uint64_t msg; } fly[64];
+	uint64_t t, sent = 0, done = 0;
 	size_t len;
 	ssize_t n;
+	int is_retr, more = 1;
 
-	while (done < r->msgs) {
+	if (window < 1 || window > 64)
+		return fail(r, "window %d out of 1..64", window);
+	if (window == 1) {
+		while (next_cmd(&gen, r, &is_retr, &t)) {
+			uint64_t msg = t;
+
+			t = now_ns(CLOCK_MONOTONIC);
+			if (send_cmd(d->fd, r, "%s %llu", is_retr ? "RETR" :
+			    "DELE", (unsigned long long)msg) == -1 ||
+			    read_reply(d, r, l, is_retr, msg) == -1)
+				return -1;
+			lat(r, is_retr ? "RETR" : "DELE", t);
+		}
+		return 0;
+	}
+	while (more || done < sent) {
 		len = 0;
-		while (sent < r->msgs && sent - done < (uint64_t)cf->window &&
-		    len + 32 < sizeof(buf))
+		while (sent - done < (uint64_t)window && len + 32 < sizeof(buf)) {
+			if (!(more = next_cmd(&gen, r, &is_retr, &t)))
+				break;
+			fly[sent % 64].is_retr = is_retr;
+			fly[sent % 64].msg = t;
 			len += (size_t)snprintf(buf + len, sizeof(buf) - len,
-			    "RETR %llu\r\n", (unsigned long long)++sent);
+			    "%s %llu\r\n", is_retr ? "RETR" : "DELE",
+			    (unsigned long long)t);
+			sent++;
+		}
 		for (size_t off = 0; off < len; off += (size_t)n)
 			if ((n = send(d->fd, buf + off, len - off,
 			    MSG_NOSIGNAL)) == -1)
 				return fail(r, "send: %s", strerror(errno));
-		if (rd_status(d, r, "RETR") == NULL ||
-		    rd_body(d, r, &octets) == -1)
+		if (done < sent && read_reply(d, r, l, fly[done % 64].is_retr,
+		    fly[done % 64].msg) == -1)
 			return -1;
-		r->retr++;
-		r->msg_octets += octets;
-		if (octets != l->sizes[done++])
-			r->size_mismatch++;
+		done++;
 	}
 	return 0;
 }
 
+/*
+ * -A: what an RFC 2449 client does: CAPA, and pipelining only if the
+ * server announces PIPELINING.  A server without CAPA answers -ERR.
+ */
 static int
-do_retr_all(struct rd *d, struct result *r, const struct listing *l,
-    int with_dele)
+capa_pipelining(struct rd *d, struct result *r)
 {
-	uint64_t octets, t;
+	char *line;
+	int pipelining = 0;
 
-	if (cf->window > 1 && !with_dele)
-		return retr_pipelined(d, r, l);
-	for (uint64_t i = 1; i <= r->msgs; i++) {
-		t = now_ns(CLOCK_MONOTONIC);
-		if (send_cmd(d->fd, r, "RETR %llu", (unsigned long long)i) ==
-		    -1 || rd_status(d, r, "RETR") == NULL ||
-		    rd_body(d, r, &octets) == -1)
+	if (send_cmd(d->fd, r, "CAPA") == -1 ||
+	    (line = rd_line(d, r)) == NULL)
+		return -1;
+	if (strncmp(line, "+OK", 3) != 0)
+		return 0;
+	for (;;) {
+		if ((line = rd_line(d, r)) == NULL)
 			return -1;
-		lat(r, "RETR", t);
-		r->retr++;
-		r->msg_octets += octets;
-		if (octets != l->sizes[i - 1])
-			r->size_mismatch++;
-		if (with_dele && selected(i)) {
-			if (simple(d, r, "DELE", "DELE %llu",
-			    (unsigned long long)i) == NULL)
-				return -1;
-			r->dele++;
-		}
+		if (strcmp(line, ".") == 0)
+			return pipelining;
+		if (strcasecmp(line, "PIPELINING") == 0)
+			pipelining = 1;
 	}
-	return 0;
 }
 
 /* QUIT, then the server must close: its commit is inside the timing. */
@@ -592,23 +668,19 @@ scenario(struct rd *d, struct result *r, const char *user, uint64_t t0)
 	memset(&l, 0, sizeof(l));
 	if (login(d, r, user, t0) == -1)
 		return -1;
-	if (strcmp(s, "S2") == 0 || strcmp(s, "S3") == 0) {
-		if (do_stat(d, r) == -1 || do_list_uidl(d, r, &l) == -1 ||
-		    do_retr_all(d, r, &l, s[1] == '3') == -1)
+	if (strcmp(s, "S2") == 0 || strcmp(s, "S3") == 0 ||
+	    strcmp(s, "S5") == 0) {
+		if (cf->capa && (r->pipelined = capa_pipelining(d, r)) == -1)
+			return -1;
+		if (do_stat(d, r) == -1 || (s[1] != '5' &&
+		    do_list_uidl(d, r, &l) == -1) ||
+		    run_cmds(d, r, &l, cf->capa ? (r->pipelined ?
+		    cf->window : 1) : cf->window) == -1)
 			return -1;
 	} else if (strcmp(s, "S4") == 0) {
 		if (simple(d, r, "DELE", "DELE 1") == NULL)
 			return -1;
 		r->dele = 1;
-	} else if (strcmp(s, "S5") == 0) {
-		if (do_stat(d, r) == -1)
-			return -1;
-		for (uint64_t i = 1; i <= r->msgs; i++) {
-			if (simple(d, r, "DELE", "DELE %llu",
-			    (unsigned long long)i) == NULL)
-				return -1;
-			r->dele++;
-		}
 	} else if (strcmp(s, "S1") != 0)
 		return fail(r, "unknown scenario %s", s);
 	return do_quit(d, r);
@@ -710,7 +782,8 @@ print_result(const struct result *r, int sessions, int failed)
 	    "wall_us=%llu greet_us=%llu login_us=%llu msgs=%llu "
 	    "stat_octets=%llu wire=%llu msg_octets=%llu retr=%llu dele=%llu "
 	    "size_mismatch=%llu bare_lf=%llu lat_max_us=%llu lat_max_cmd=%s "
-	    "client_cpu_us=%llu err=\"%s\"\n", cf->scen, r->ok, sessions,
+	    "client_cpu_us=%llu pipelined=%d err=\"%s\"\n", cf->scen, r->ok,
+	    sessions,
 	    failed, (unsigned long long)r->t0_ns,
 	    (unsigned long long)r->t1_ns, (unsigned long long)r->wall_us,
 	    (unsigned long long)r->greet_us, (unsigned long long)r->login_us,
@@ -720,7 +793,7 @@ print_result(const struct result *r, int sessions, int failed)
 	    (unsigned long long)r->size_mismatch,
 	    (unsigned long long)r->bare_lf, (unsigned long long)r->lat_max_us,
 	    r->lat_max_cmd[0] ? r->lat_max_cmd : "-",
-	    (unsigned long long)cpu, r->err);
+	    (unsigned long long)cpu, r->pipelined, r->err);
 }
 
 /* -c N: N processes released together; totals, and the last to end. */
@@ -781,6 +854,7 @@ run_many(void)
 		sum.dele += r->dele;
 		sum.size_mismatch += r->size_mismatch;
 		sum.bare_lf += r->bare_lf;
+		sum.pipelined |= r->pipelined;
 		if (r->greet_us > sum.greet_us)
 			sum.greet_us = r->greet_us;
 		if (r->login_us > sum.login_us)
@@ -833,7 +907,7 @@ mkwire(const char *in, const char *out)
 static void __attribute__((noreturn))
 usage(void)
 {
-	fprintf(stderr, "usage: client [-Lq] [-c conc] [-H host] [-n count] "
+	fprintf(stderr, "usage: client [-ALq] [-c conc] [-H host] [-n count] "
 	    "[-P window] -p port\n"
 	    "              [-s scenario] [-t timeout] [-u user] "
 	    "[-w password]\n"
@@ -846,14 +920,17 @@ main(int argc, char *argv[])
 {
 	static struct conf c = {
 		.host = "127.0.0.1", .user = "bench", .pass = "bench",
-		.scen = "S2", .conc = 1, .timeout_ms = 600000,
+		.scen = "S2", .conc = 1, .timeout_ms = 600000, .window = 1,
 	};
 	struct result r;
 	int ch;
 
 	cf = &c;
-	while ((ch = getopt(argc, argv, "LP:W:c:H:n:p:qs:t:u:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "ALP:W:c:H:n:p:qs:t:u:w:")) != -1) {
 		switch (ch) {
+		case 'A':
+			c.capa = 1;
+			break;
 		case 'L':
 			c.latency = 1;
 			break;
@@ -895,8 +972,11 @@ main(int argc, char *argv[])
 			usage();
 		}
 	}
-	if (c.port <= 0 || c.port > 65535 || c.conc < 1 || optind != argc)
+	if (c.port <= 0 || c.port > 65535 || c.conc < 1 || optind != argc ||
+	    c.window < 1 || c.window > 64)
 		usage();
+	if (c.capa && c.window == 1)
+		c.window = 32;
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (c.conc > 1)
