@@ -21,6 +21,9 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 /*
  * libxxhash's header-only mode: XXH3 compiled in here, so that the
  * compiler inlines it into the per-line hashing, and no shared library
@@ -104,9 +107,8 @@ struct maildrop {
 	size_t		 first;		/* 1 if msgs[0] is it */
 	struct timespec	 touched;	/* dot-lock, monotonic */
 	char		*buf;		/* FILE_CHUNK + SCAN_HEAD */
-	char		*ahead;		/* FILE_CHUNK read ahead for RETR/TOP */
-	off_t		 ahead_off;	/* ahead holds [ahead_off, +ahead_len) */
-	size_t		 ahead_len;
+	off_t		 ahead_off;	/* RETR/TOP: buf holds [ahead_off, */
+	size_t		 ahead_len;	/* +ahead_len) of the spool */
 	char		*why;		/* the caller's reason */
 	size_t		 whylen;
 };
@@ -1472,6 +1474,35 @@ maildrop_reset(struct maildrop *md)
  */
 
 /*
+ * Copy the bytes from p up to the next LF (or end) to o; returns how
+ * many.  Lines average some 60 bytes, so a call per line costs: with
+ * SSE2 (every amd64), 16 bytes a step in registers; a store may run
+ * past the LF, into room that the caller has (2 bytes out per byte in).
+ */
+static size_t
+copy_to_lf(const char *p, const char *end, char *o)
+{
+	const char	*start = p, *nl;
+	size_t		 len;
+#ifdef __SSE2__
+	const __m128i	 lf = _mm_set1_epi8('\n');
+	__m128i		 v;
+	int		 m;
+
+	for (; end - p >= 16; p += 16, o += 16) {
+		v = _mm_loadu_si128((const __m128i *)(const void *)p);
+		_mm_storeu_si128((__m128i *)(void *)o, v);
+		if ((m = _mm_movemask_epi8(_mm_cmpeq_epi8(v, lf))) != 0)
+			return (size_t)(p - start) + (size_t)__builtin_ctz(m);
+	}
+#endif
+	nl = memchr(p, '\n', end - p);
+	len = (nl != NULL ? nl : end) - p;
+	memcpy(o, p, len);
+	return (size_t)(p - start) + len;
+}
+
+/*
  * Convert n bytes of text at src into dst (room for 2n bytes): a LF
  * not preceded by CR becomes CRLF, a lone CR stays, a line starting
  * with "." gets one more.  Stops after s->left lines if s->left > 0.
@@ -1480,7 +1511,7 @@ maildrop_reset(struct maildrop *md)
 static size_t
 convert(struct sender *s, const char *src, size_t n, char *dst, size_t *used)
 {
-	const char	*p = src, *end = src + n, *nl;
+	const char	*p = src, *end = src + n;
 	char		*o = dst;
 	size_t		 len;
 
@@ -1488,14 +1519,12 @@ convert(struct sender *s, const char *src, size_t n, char *dst, size_t *used)
 		if (s->bol && *p == '.')
 			*o++ = '.';
 		s->bol = 0;
-		nl = memchr(p, '\n', end - p);
-		len = (nl != NULL ? nl : end) - p;
-		memcpy(o, p, len);
+		len = copy_to_lf(p, end, o);
 		o += len;
 		if (len > 0)
 			s->cr = p[len - 1] == '\r';
 		p += len;
-		if (nl == NULL)
+		if (p == end)
 			break;
 		if (!s->cr)
 			*o++ = '\r';
@@ -1529,26 +1558,23 @@ send_block(struct sender *s, const char *p, size_t n)
 
 /*
  * The spool's bytes from off on (at least one, *avail in all), read
- * FILE_CHUNK at a time: RETR of consecutive small messages then costs
- * one read per chunk instead of one per message.  The indexed bytes of
- * the locked spool do not change before the commit, which drops this.
+ * FILE_CHUNK at a time into md->buf, free once the index is built:
+ * RETR of consecutive small messages then costs one read per chunk
+ * instead of one per message.  The indexed bytes of the locked spool
+ * do not change before the commit, which takes md->buf back.
  */
 static const char *
 read_ahead(struct maildrop *md, off_t off, size_t *avail)
 {
 	size_t	n;
 
-	if (md->ahead == NULL && (md->ahead = malloc(FILE_CHUNK)) == NULL) {
-		log_warn("maildrop read");
-		return NULL;
-	}
 	if (off < md->ahead_off ||
 	    off - md->ahead_off >= (off_t)md->ahead_len) {
 		md->ahead_len = 0;
 		n = chunk_len(md->size - off);
 		if (n == 0)
 			errno = ENODATA;
-		if (n == 0 || pread_full(md->fd, md->ahead, n, off) == -1) {
+		if (n == 0 || pread_full(md->fd, md->buf, n, off) == -1) {
 			log_warn("maildrop read");
 			return NULL;
 		}
@@ -1556,7 +1582,7 @@ read_ahead(struct maildrop *md, off_t off, size_t *avail)
 		md->ahead_len = n;
 	}
 	*avail = md->ahead_len - (size_t)(off - md->ahead_off);
-	return md->ahead + (off - md->ahead_off);
+	return md->buf + (off - md->ahead_off);
 }
 
 /* Send [from, to) of the spool, or its first s->left lines. */
@@ -1925,6 +1951,5 @@ maildrop_close(struct maildrop *md)
 	free(md->lockpath);
 	free(md->msgs);
 	free(md->buf);
-	free(md->ahead);
 	free(md);
 }
