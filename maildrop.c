@@ -276,17 +276,19 @@ pwrite_full(int fd, const void *buf, size_t n, off_t off)
 /*
  * Start writing [off, off + n) of fd to disk now, so that the commit's
  * copying and the disk work overlap and its fsync() has less left to
- * wait for.  Only a hint: the fsync() still decides durability.
+ * wait for.  The fsync() still decides durability, but an error here
+ * (ENOSPC, EIO) is one on the write path, and fails the step like one.
  */
-static void
+static int
 start_writeback(int fd, off_t off, off_t n)
 {
 #ifdef SYNC_FILE_RANGE_WRITE
-	(void)sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE);
+	return sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE);
 #else
 	(void)fd;
 	(void)off;
 	(void)n;
+	return 0;
 #endif
 }
 
@@ -1187,11 +1189,12 @@ journal_copy(struct maildrop *md, struct jheader *jh)
 		n = chunk_len(jh->datalen - done);
 		if (pread_full(md->fd, md->buf, n, jh->start + done) == -1 ||
 		    pwrite_full(md->journal_fd, md->buf, n,
-		    JOURNAL_HDR_SIZE + done) == -1) {
+		    JOURNAL_HDR_SIZE + done) == -1 ||
+		    start_writeback(md->journal_fd, JOURNAL_HDR_SIZE + done,
+		    n) == -1) {
 			rv = -1;
 			break;
 		}
-		start_writeback(md->journal_fd, JOURNAL_HDR_SIZE + done, n);
 		XXH3_64bits_update(ctx, md->buf, n);
 	}
 	jh->data_hash = XXH3_64bits_digest(ctx);
@@ -1810,9 +1813,9 @@ copy_down(struct maildrop *md, off_t src, off_t end, off_t *dst)
 	for (; src < end; src += n, *dst += n) {
 		n = chunk_len(end - src);
 		if (pread_full(md->fd, md->buf, n, src) == -1 ||
-		    pwrite_full(md->fd, md->buf, n, *dst) == -1)
+		    pwrite_full(md->fd, md->buf, n, *dst) == -1 ||
+		    start_writeback(md->fd, *dst, n) == -1)
 			return -1;
-		start_writeback(md->fd, *dst, n);
 	}
 	return 0;
 }
