@@ -57,6 +57,9 @@
  */
 #define SEND_PIECE	(OUTBUF_SIZE / 4)
 
+/* The commit starts writing to disk every this many bytes it copies. */
+#define WRITEBACK_BLOCK	(1024 * 1024)
+
 /* The mbox From_ line that starts every message. */
 #define FROM_LINE	"From "
 #define FROM_LEN	5
@@ -274,20 +277,25 @@ pwrite_full(int fd, const void *buf, size_t n, off_t off)
 }
 
 /*
- * Start writing [off, off + n) of fd to disk now, so that the commit's
- * copying and the disk work overlap and its fsync() has less left to
- * wait for.  The fsync() still decides durability, but an error here
- * (ENOSPC, EIO) is one on the write path, and fails the step like one.
+ * [off, off + n) of fd was just written: if that completes a block of
+ * WRITEBACK_BLOCK bytes, start writing the block to disk now, so that
+ * the commit's copying and the disk work overlap and its fsync() has
+ * less left to wait for.  The fsync() still decides durability, but an
+ * error here (ENOSPC, EIO) is one on the write path, and fails the step
+ * like one.  Small commits never get here: one fsync() does it all.
  */
 static int
 start_writeback(int fd, off_t off, off_t n)
 {
+	off_t	end = (off + n) / WRITEBACK_BLOCK * WRITEBACK_BLOCK;
+
+	if (end <= off)
+		return 0;
 #ifdef SYNC_FILE_RANGE_WRITE
-	return sync_file_range(fd, off, n, SYNC_FILE_RANGE_WRITE);
+	return sync_file_range(fd, end - WRITEBACK_BLOCK, WRITEBACK_BLOCK,
+	    SYNC_FILE_RANGE_WRITE);
 #else
 	(void)fd;
-	(void)off;
-	(void)n;
 	return 0;
 #endif
 }

@@ -4,9 +4,10 @@
  * and its undo journal (with crashes and I/O errors injected at every
  * write-type call), and the three locks.
  *
- * Fault injection: this file defines pwrite(), fsync() and ftruncate();
- * maildrop.o, linked into the same executable, calls these instead of
- * libc's.  Disarmed, they pass straight to the system call.
+ * Fault injection: this file defines pwrite(), fsync(), ftruncate() and
+ * sync_file_range(); maildrop.o, linked into the same executable, calls
+ * these instead of libc's.  Disarmed, they pass straight to the system
+ * call.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -109,6 +110,19 @@ ftruncate(int fd, off_t len)
 	if (r == 2)
 		_exit(CRASH_STATUS);
 	return r ? -1 : (int)syscall(SYS_ftruncate, fd, len);
+}
+
+static int	writeback_calls;
+
+int
+sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
+{
+	int	r = fault_check();
+
+	writeback_calls++;
+	if (r == 2)
+		_exit(CRASH_STATUS);
+	return r ? -1 : (int)syscall(SYS_sync_file_range, fd, off, n, flags);
 }
 
 /* Fixture: a mbox, its journal, and a file that receives the output. */
@@ -1540,6 +1554,21 @@ crash_matrix(unsigned mask, enum fault_mode mode)
 	cr_assert(k > 5 && k < 200, "k=%d", k);
 	cr_assert(seen[0] > 0 && seen[1] > 0);
 	cr_assert_eq(spool_is(&c), 1);
+	crash_case_free(&c);
+}
+
+/* A commit over 1 MB starts its disk writes before the fsync. */
+Test(maildrop, large_commit_starts_writeback)
+{
+	struct crash_case	c;
+
+	crash_case_init(&c, 1);
+	write_file(fx.mbox, c.all, strlen(c.all));
+	writeback_calls = 0;
+	cr_assert_eq(crash_commit(&c), MD_OK);
+	cr_assert_eq(spool_is(&c), 1);
+	/* The journal and the compaction each pass a 1 MB mark. */
+	cr_assert(writeback_calls >= 2, "%d calls", writeback_calls);
 	crash_case_free(&c);
 }
 
