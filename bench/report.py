@@ -552,10 +552,14 @@ def targets(r, nagle_worst, growth):
                 worst.append((p - q, test, n, p, q))
     if worst:
         d, test, n, p, q = max(worst)
+        above = sum(1 for x in worst if x[0] > 0)
         t.append(("Peak RSS never above popa3d's (tree, S2-S5 in every "
                   "mode, every size)",
-                  verdict(d <= 0), "worst: %s %s, %.1f vs %.1f MB" % (
-                      test, size_label(r, n), p / 1024, q / 1024)))
+                  verdict(d <= 0), "worst: %s %s, %.2f vs %.2f MB; above "
+                  "at %d of %d points; median of all: %.2f vs %.2f MB" % (
+                      test, size_label(r, n), p / 1024, q / 1024, above,
+                      len(worst), med([x[3] for x in worst]) / 1024,
+                      med([x[4] for x in worst]) / 1024)))
     else:
         t.append(("Peak RSS never above popa3d's", "n/a", ""))
     g = growth.get("pop3d", (None,))[0]
