@@ -529,7 +529,9 @@ read_reply(struct rd *d, struct result *r, const struct listing *l,
 /*
  * The RETR/DELE commands.  window 1: lock-step, each command's latency
  * recorded.  window > 1: RFC 2449 pipelining, up to window commands in
- * flight, each refill sent in one write; the replies come in order.
+ * flight, refilled half a window at a time in one write (a command per
+ * reply would cost both sides a system call and a segment per message);
+ * the replies come in order.
  */
 static int
 run_cmds(struct rd *d, struct result *r, const struct listing *l,
@@ -560,7 +562,9 @@ run_cmds(struct rd *d, struct result *r, const struct listing *l,
 	}
 	while (more || done < sent) {
 		len = 0;
-		while (sent - done < (uint64_t)window && len + 32 < sizeof(buf)) {
+		/* Refill half a window in one write, not a command a reply. */
+		while (sent - done < (uint64_t)window && len + 32 < sizeof(buf) &&
+		    (len > 0 || sent - done <= (uint64_t)window / 2)) {
 			if (!(more = next_cmd(&gen, r, &is_retr, &t)))
 				break;
 			fly[sent % 64].is_retr = is_retr;
