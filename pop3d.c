@@ -603,6 +603,8 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    "again later\r\n");
 	}
 	journal_fd = open_journal(pw->pw_name);
+	/* Before the fork: once the session answers, this title is set. */
+	setproctitle("%s [monitor]", user);
 	if ((pid = fork()) == -1)
 		fatal("fork");
 	if (pid == 0)
@@ -613,7 +615,6 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		close(journal_fd);
 	close(STDIN_FILENO);
 	close(STDOUT_FILENO);
-	setproctitle("%s [monitor]", user);
 	wait_child(pid, &status);
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
