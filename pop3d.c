@@ -155,6 +155,20 @@ read_full(int fd, void *buf, size_t len)
 	return (ssize_t)done;
 }
 
+/* Point fds first..last at /dev/null: valid, and nobody on the other end. */
+static void
+to_dev_null(int first, int last)
+{
+	int	fd, i;
+
+	if ((fd = open("/dev/null", O_RDWR)) == -1)
+		return;
+	for (i = first; i <= last; i++)
+		(void)dup2(fd, i);
+	if (fd > last)
+		close(fd);
+}
+
 /*
  * Under inetd fds 0-2 are the client: stderr must not reach it.  The
  * replies go out in one write each, but the last piece of a long reply
@@ -166,11 +180,8 @@ setup_fds(int debug)
 {
 	int	fd, on = 1;
 
-	if (!debug && (fd = open("/dev/null", O_RDWR)) != -1) {
-		dup2(fd, STDERR_FILENO);
-		if (fd > STDERR_FILENO)
-			close(fd);
-	}
+	if (!debug)
+		to_dev_null(STDERR_FILENO, STDERR_FILENO);
 	(void)setsockopt(STDOUT_FILENO, IPPROTO_TCP, TCP_NODELAY, &on,
 	    sizeof(on));
 	/* Non-blocking, so that every wait is a poll() with a timeout. */
@@ -424,24 +435,6 @@ gid_is_mail(gid_t gid)
 	return (gr = getgrnam("mail")) != NULL && gr->gr_gid == gid;
 }
 
-/*
- * The session has said its last word: let the client go before the maildrop is closed, whose cleanup after a
- * commit (clearing a large journal) it need not wait for.  /dev/null
- * takes the connection's place, so fds 0 and 1 stay valid.
- */
-static void
-hang_up(void)
-{
-	int	fd;
-
-	if ((fd = open("/dev/null", O_RDWR)) == -1)
-		return;
-	(void)dup2(fd, STDIN_FILENO);
-	(void)dup2(fd, STDOUT_FILENO);
-	if (fd > STDOUT_FILENO)
-		close(fd);
-}
-
 static void __attribute__((noreturn))
 run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
@@ -456,7 +449,12 @@ run_user_session(const struct session_config *conf,
 	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
 		session_run(&s);
 	outbuf_flush(&s.out);
-	hang_up();
+	/*
+	 * The session has said its last word: let the client go before
+	 * the maildrop is closed, whose cleanup after a commit (clearing
+	 * a large journal) it need not wait for.
+	 */
+	to_dev_null(STDIN_FILENO, STDOUT_FILENO);
 	session_finish(&s);
 	_exit(s.end == END_QUIT || s.end == END_EOF ? 0 : 1);
 }
