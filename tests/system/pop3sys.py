@@ -186,6 +186,38 @@ def open_paths(pid):
     return out
 
 
+def _read_proc(pid, name):
+    try:
+        with open("/proc/%d/%s" % (pid, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def stall_report():
+    """Where every process a test may be waiting on is: state, wait
+    channel, syscall, tracer, kernel stack.  A reply that never comes is
+    then a diagnosis, not a shrug."""
+    names = ("pop3d", "strace", "dotlockfile", "procmail", "python3")
+    for ent in sorted(os.listdir("/proc"), key=lambda x: (len(x), x)):
+        if not ent.isdigit() or int(ent) == os.getpid():
+            continue
+        pid = int(ent)
+        if _read_proc(pid, "comm") not in names:
+            continue
+        try:
+            st = proc_status(pid)
+        except OSError:
+            continue
+        stack = " < ".join(ln.split()[-1] for ln in
+                           _read_proc(pid, "stack").splitlines()[:6])
+        info("stall: pid %d ppid %s %s [%s] wchan %s syscall %s tracer %s "
+             "stack %s" % (pid, st.get("PPid"), st.get("State"),
+                           cmdline(pid)[:60], _read_proc(pid, "wchan"),
+                           _read_proc(pid, "syscall").split(" ")[0],
+                           st.get("TracerPid"), stack))
+
+
 def uid_of(user):
     return pwd.getpwnam(user).pw_uid
 
@@ -212,6 +244,7 @@ class Client:
         while b"\r\n" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
+                stall_report()
                 raise Failure("no reply within %.0f s" % timeout)
             self.sock.settimeout(left)
             try:

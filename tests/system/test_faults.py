@@ -53,7 +53,8 @@ import subprocess
 import time
 
 from pop3sys import (HERE, JOURNAL_DIR, PASSWORD, POP3D, PYTHON, U_FAULT,
-                     WORK, Failure, Server, become_subreaper, check, info,
+                     WORK, Failure, Server, become_subreaper, check, end_all,
+                     info,
                      lock_path, locks_free, login_session, main,
                      make_message, parse_mbox, read_spool, reap, spawn,
                      spool_path, test, wait_for, write_spool)
@@ -376,6 +377,7 @@ class Tally:
         self.tried = 0
         self.passed = 0
         self.skipped = 0
+        self.retried = 0
         self.points = None
         self.reads = None
 
@@ -384,6 +386,28 @@ class Tally:
 
 
 T = Tally()
+
+# Seen twice in full CI runs (never in 12 runs of the recovery tests
+# alone, nor under a CPU hog): a reply that did not come within 20 s.
+# A point whose reply never came is tried once more from a clean state,
+# at most MAX_RETRIES times in the file; Client.line() has printed where
+# every process was waiting, so a real hang still shows, and one that
+# repeats still fails.
+MAX_RETRIES = 2
+
+
+def retry_stalled(what, fn):
+    """fn(), or fn() once more if the first try got no reply."""
+    try:
+        return fn()
+    except Failure as e:
+        if "no reply" not in str(e) or T.retried >= MAX_RETRIES:
+            raise
+        T.retried += 1
+        info("%s: tried again after: %s" % (what, e))
+        end_all()
+        reset_state()
+        return fn()
 
 
 def commit_points():
@@ -424,10 +448,10 @@ def run_commit_mode(mode, share):
         T.tried += 1
         t0 = time.monotonic()
         try:
-            reply, _ = commit_run(
+            reply, _ = retry_stalled("%s %s" % (mode, p), lambda: commit_run(
                 p, mode if mode in ERRNO or mode == "sigterm" else "sigkill",
                 monitor="freeze" if mode == "crash+mda" else None,
-                mda=mode == "sigkill+mda")
+                mda=mode == "sigkill+mda"))
             check(locks_free(USER) is None, "after the fault: %s"
                   % locks_free(USER))
             if mode in ERRNO:
@@ -550,7 +574,7 @@ def recovery_fault(crash, p, mode, where, attempt):
         crash, where, mode, p.syscall, p.n, p.target)
     T.tried += 1
     try:
-        attempt()
+        retry_stalled(what, attempt)
         check(locks_free(USER) is None, "after the fault: %s"
               % locks_free(USER))
         final_check(crash.phase, None, b"")
@@ -565,9 +589,11 @@ def recovery_fault(crash, p, mode, where, attempt):
 def at_next_login(crash):
     """The whole server died at crash; faults in the next login's
     recovery (spool and journal saved and put back before each)."""
-    commit_run(crash, "sigkill", monitor="freeze")
+    retry_stalled("crash at %s" % crash,
+                  lambda: commit_run(crash, "sigkill", monitor="freeze"))
     snap = (read_spool(USER), read_journal())
-    r, log = recovery_run(None, None)
+    r, log = retry_stalled("dry recovery after %s" % crash,
+                           lambda: recovery_run(None, None))
     check((r or "").startswith("+OK"), "next login after the crash: %r" % r)
     shutil.copy(log, os.path.join(WORK, "strace.next-login-dry.log"))
     points = recovery_points(log, crash, "at the next login")
@@ -596,7 +622,8 @@ def by_monitor(crash):
     """The session alone died at crash; faults in whatever the root
     parent forks to recover at once (if it does: pop3d may leave it to
     the next login)."""
-    commit_run(crash, "sigkill", monitor="")
+    retry_stalled("crash at %s" % crash,
+                  lambda: commit_run(crash, "sigkill", monitor=""))
     shutil.copy(MONLOG, os.path.join(WORK, "strace.monitor-dry.log"))
     points = recovery_points(MONLOG, crash, "by the root parent")
     final_check(crash.phase, None, b"")
@@ -720,17 +747,8 @@ def test_boot_recovery_after_server_crash_each_commit_call():
             break
         T.tried += 1
         try:
-            try:
-                commit_run(p, "sigkill", monitor="freeze")
-            except Failure as e:
-                # Seen once under full CI load: a 20 s stall before the
-                # fault point.  Retry that point once, from a clean state;
-                # the checks below stay as strict.
-                if "no reply" not in str(e):
-                    raise
-                info("boot recovery %s: retried after: %s" % (p, e))
-                reset_state()
-                commit_run(p, "sigkill", monitor="freeze")
+            retry_stalled("boot recovery %s" % p, lambda: commit_run(
+                p, "sigkill", monitor="freeze"))
             r = subprocess.run([POP3D, "-d", "-R"], capture_output=True,
                                text=True, timeout=30)
             check(r.returncode == 0, "pop3d -R exited %d: %s"
@@ -762,8 +780,9 @@ def test_fault_during_recovery_by_root_parent():
         run_recovery(by_monitor)
     finally:
         print("# fault points: %d tried, %d passed (%d recovery points "
-              "skipped: another process makes that call too)"
-              % (T.tried, T.passed, T.skipped), flush=True)
+              "skipped: another process makes that call too); %d tried "
+              "again after no reply" % (T.tried, T.passed, T.skipped,
+                                        T.retried), flush=True)
 
 
 if __name__ == "__main__":
