@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -239,21 +238,4 @@ outbuf_put(struct outbuf *out, const void *data, size_t len)
 		len -= room;
 	}
 	return out->error ? -1 : 0;
-}
-
-int
-outbuf_printf(struct outbuf *out, const char *fmt, ...)
-{
-	char	buf[1024];
-	va_list	ap;
-	int	n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return -1;
-	if ((size_t)n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	return outbuf_put(out, buf, (size_t)n);
 }

@@ -51,8 +51,6 @@ void	inbuf_preload(struct inbuf *, const char *data, size_t len);
 void	outbuf_init(struct outbuf *, int fd, int timeout_ms);
 /* Append bytes; flushes when full.  Returns -1 once a write failed. */
 int	outbuf_put(struct outbuf *, const void *, size_t);
-int	outbuf_printf(struct outbuf *, const char *, ...)
-	    __attribute__((format(printf, 2, 3)));
 /* Room for at least n bytes (n <= OUTBUF_SIZE), flushing first if needed. */
 char	*outbuf_reserve(struct outbuf *, size_t n);
 /* Account for n bytes written into the space outbuf_reserve() gave. */

@@ -332,12 +332,19 @@ hash_range(struct maildrop *md, int fd, off_t off, off_t len,
 	return rv;
 }
 
+/*
+ * The lock waits and the dot-lock's refresh need milliseconds at best,
+ * and the refresh is checked once per command: the coarse clock (a
+ * tick's resolution) costs a third of the precise one.
+ */
+#define MD_CLOCK	CLOCK_MONOTONIC_COARSE
+
 static long long
 elapsed_ms(const struct timespec *since)
 {
 	struct timespec	now;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
+	clock_gettime(MD_CLOCK, &now);
 	return (now.tv_sec - since->tv_sec) * 1000LL +
 	    (now.tv_nsec - since->tv_nsec) / 1000000;
 }
@@ -405,7 +412,7 @@ lock_dot(struct maildrop *md)
 	r = lockfile_create(md->lockpath, 0, L_PID);
 	if (r == L_SUCCESS) {
 		md->dotlocked = 1;
-		clock_gettime(CLOCK_MONOTONIC, &md->touched);
+		clock_gettime(MD_CLOCK, &md->touched);
 		return LOCK_TAKEN;
 	}
 	if (r == L_MAXTRYS)
@@ -481,7 +488,7 @@ lock_spool(struct maildrop *md, const char *path)
 		md->lockpath = NULL;
 		return md_fail(md, MD_SYSTEMP, "out of memory");
 	}
-	clock_gettime(CLOCK_MONOTONIC, &start);
+	clock_gettime(MD_CLOCK, &start);
 	for (i = 0; i < sizeof(locks) / sizeof(locks[0]); i++) {
 		switch (lock_retry(md, locks[i].try, &start)) {
 		case LOCK_TAKEN:
@@ -1513,6 +1520,81 @@ copy_to_lf(const char *p, const char *end, char *o)
 	return (size_t)(p - start) + len;
 }
 
+#ifdef __SSE2__
+/* Bit i set if p[i] is a LF, for 64 bytes. */
+static inline uint64_t
+lf_mask64(const char *p)
+{
+	const __m128i	lf = _mm_set1_epi8('\n');
+	const __m128i	*v = (const __m128i *)(const void *)p;
+	uint64_t	m0, m1, m2, m3;
+
+	m0 = (uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(v), lf));
+	m1 = (uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(v + 1),
+	    lf));
+	m2 = (uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(v + 2),
+	    lf));
+	m3 = (uint16_t)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(v + 3),
+	    lf));
+	return m0 | m1 << 16 | m2 << 32 | m3 << 48;
+}
+
+/* 64 bytes from p to o, whatever of them the caller keeps. */
+static inline void
+copy64(char *o, const char *p)
+{
+	const __m128i	*v = (const __m128i *)(const void *)p;
+	__m128i		*w = (__m128i *)(void *)o;
+	__m128i		 a = _mm_loadu_si128(v), b = _mm_loadu_si128(v + 1);
+	__m128i		 c = _mm_loadu_si128(v + 2), d = _mm_loadu_si128(v + 3);
+
+	_mm_storeu_si128(w, a);
+	_mm_storeu_si128(w + 1, b);
+	_mm_storeu_si128(w + 2, c);
+	_mm_storeu_si128(w + 3, d);
+}
+
+/*
+ * The body of convert() for whole messages, 64 bytes a step: one mask
+ * of the LFs, then one fixed-size copy per line, where a call per line
+ * cost a loop of 16-byte steps and a mispredicted exit.  Stops with
+ * fewer than 128 bytes left, so that every 64-byte load stays inside
+ * [src, end); the stores run at most 64 bytes past the output, inside
+ * the caller's 2n.  Returns the bytes written; *used: bytes consumed.
+ */
+static size_t
+convert_blocks(struct sender *s, const char *src, size_t n, char *dst,
+    size_t *used)
+{
+	const char	*p = src, *end = src + n;
+	char		*o = dst;
+	uint64_t	 lf;
+	unsigned	 i, last;
+
+	for (; end - p >= 128; p += 64) {
+		if (s->bol && p[0] == '.')
+			*o++ = '.';
+		lf = lf_mask64(p);
+		for (last = 0; lf != 0; last = i + 1, lf &= lf - 1) {
+			i = (unsigned)__builtin_ctzll(lf);
+			copy64(o, p + last);
+			o += i - last;
+			if (!(i > 0 ? p[i - 1] == '\r' : s->cr))
+				*o++ = '\r';
+			*o++ = '\n';
+			if (i < 63 && p[i + 1] == '.')
+				*o++ = '.';
+		}
+		copy64(o, p + last);
+		o += 64 - last;
+		s->bol = p[63] == '\n';
+		s->cr = p[63] == '\r';
+	}
+	*used = p - src;
+	return o - dst;
+}
+#endif
+
 /*
  * Convert n bytes of text at src into dst (room for 2n bytes): a LF
  * not preceded by CR becomes CRLF, a lone CR stays, a line starting
@@ -1526,6 +1608,12 @@ convert(struct sender *s, const char *src, size_t n, char *dst, size_t *used)
 	char		*o = dst;
 	size_t		 len;
 
+#ifdef __SSE2__
+	if (s->left < 0) {
+		o += convert_blocks(s, src, n, dst, &len);
+		p += len;
+	}
+#endif
 	while (p < end) {
 		if (s->bol && *p == '.')
 			*o++ = '.';
@@ -1656,7 +1744,7 @@ maildrop_touch(struct maildrop *md)
 		return;
 	if (lockfile_touch(md->lockpath) == -1)
 		log_warn("%s", md->lockpath);
-	clock_gettime(CLOCK_MONOTONIC, &md->touched);
+	clock_gettime(MD_CLOCK, &md->touched);
 }
 
 /*

@@ -98,6 +98,39 @@ reply(struct session *s, const char *fmt, ...)
 	outbuf_put(&s->out, buf, (size_t)n);
 }
 
+/*
+ * Decimal v at p, no NUL; returns the end.  The listings and the RETR
+ * replies of a large maildrop print some 150,000 numbers: printf() was
+ * a tenth of a pipelined download's CPU time outside the copying.
+ */
+static char *
+put_u64(char *p, uint64_t v)
+{
+	char	digits[20];
+	size_t	n = 0;
+
+	do
+		digits[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n > 0)
+		*p++ = digits[--n];
+	return p;
+}
+
+/* One line of a LIST or UIDL listing: "N WORD\r\n" or "N SIZE\r\n". */
+static void
+put_listing(struct session *s, size_t i, const char *word, uint64_t size)
+{
+	char	line[24 + UIDL_BUFSIZE + 2], *p;
+
+	p = put_u64(line, (uint64_t)i + 1);
+	*p++ = ' ';
+	p = word != NULL ? stpcpy(p, word) : put_u64(p, size);
+	*p++ = '\r';
+	*p++ = '\n';
+	outbuf_put(&s->out, line, (size_t)(p - line));
+}
+
 static int
 timeout_ms(const struct session *s)
 {
@@ -467,8 +500,7 @@ cmd_list(struct session *s, int argc, char **argv)
 	count = maildrop_count(s->md);
 	for (i = 0; i < count; i++)
 		if (!maildrop_is_deleted(s->md, i))
-			outbuf_printf(&s->out, "%zu %" PRIu64 "\r\n", i + 1,
-			    maildrop_size(s->md, i));
+			put_listing(s, i, NULL, maildrop_size(s->md, i));
 	reply(s, ".");
 	return 0;
 }
@@ -490,6 +522,7 @@ send_message(struct session *s, size_t i, long lines)
 static int
 cmd_retr(struct session *s, int argc, char **argv)
 {
+	char		line[48], *p;
 	size_t		i;
 	uint64_t	size;
 
@@ -497,7 +530,10 @@ cmd_retr(struct session *s, int argc, char **argv)
 	if (message_index(s, argv[0], &i) == -1)
 		return -1;
 	size = maildrop_size(s->md, i);
-	reply(s, "+OK %" PRIu64 " octets", size);
+	/* reply(s, "+OK %" PRIu64 " octets", size), once per message */
+	p = put_u64(stpcpy(line, "+OK "), size);
+	p = stpcpy(p, " octets\r\n");
+	outbuf_put(&s->out, line, (size_t)(p - line));
 	s->retrieved++;
 	s->retrieved_octets += size;
 	return send_message(s, i, -1);
@@ -579,8 +615,7 @@ cmd_uidl(struct session *s, int argc, char **argv)
 	count = maildrop_count(s->md);
 	for (i = 0; i < count; i++)
 		if (!maildrop_is_deleted(s->md, i))
-			outbuf_printf(&s->out, "%zu %s\r\n", i + 1,
-			    maildrop_uidl(s->md, i, uidl));
+			put_listing(s, i, maildrop_uidl(s->md, i, uidl), 0);
 	reply(s, ".");
 	return 0;
 }
@@ -727,6 +762,11 @@ next_line(struct session *s, char *line)
 	int64_t		 deadline, left;
 	int		 slice;
 
+	if (s->md != NULL)
+		maildrop_touch(s->md);
+	/* Pipelined: the line is here, no clock to read for a deadline. */
+	if (inbuf_has_line(&s->in))
+		return inbuf_getline(&s->in, line, CMD_LINE_MAX, timeout_ms(s));
 	deadline = now_ms() + timeout_ms(s);
 	for (;;) {
 		if (s->md != NULL)
