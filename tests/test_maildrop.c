@@ -1027,6 +1027,48 @@ Test(maildrop, generated_spools_match_the_reference_parser)
 	maildrop_use_avx2(1);
 }
 
+/*
+ * The 64-byte steps of sending, at every phase: before each tricky
+ * line (".", an empty line, CRLF, a lone CR, CR then LF), a line of k
+ * filler bytes ended by LF or CRLF, k from 0 to 191, so that each line
+ * end falls on each byte of a step, the 63rd and the next step's first
+ * among them.
+ */
+Test(maildrop, sending_at_every_offset_of_a_step)
+{
+	static const char *const tricky[] = {
+		".\n", "\n", ".x\r\n", "a\rb\n", "x\r", "\n", "..\n",
+		"\r\n", ".\r\n"
+	};
+	struct maildrop	*md;
+	struct gen	 g;
+	char		 fill[192];
+	size_t		 k, t;
+	int		 avx2;
+
+	memset(&g, 0, sizeof(g));
+	memset(fill, 'f', sizeof(fill));
+	for (k = 0; k < sizeof(fill); k++) {
+		gen_put(&g, "From a@b Mon Jan  1 00:00:00 2024\nS: 1\n\n", 40);
+		for (t = 0; t < 2 * sizeof(tricky) / sizeof(tricky[0]); t++) {
+			gen_put(&g, fill, k);
+			gen_put(&g, t % 2 ? "\r\n" : "\n", 1 + t % 2);
+			gen_put(&g, tricky[t / 2], strlen(tricky[t / 2]));
+		}
+		gen_put(&g, fill, 150);
+		gen_put(&g, "\n\n", 2);
+	}
+	write_file(fx.mbox, g.buf, g.len);
+	for (avx2 = 0; avx2 <= 1; avx2++) {
+		maildrop_use_avx2(avx2);
+		md = md_open();
+		cr_assert_eq(maildrop_count(md), sizeof(fill));
+		ref_check(md, g.buf, g.len);
+		maildrop_close(md);
+	}
+	free(g.buf);
+}
+
 /* Sizes and UIDLs of every message, one line each. */
 static char *
 md_summary(int crlf, uint64_t seed)

@@ -50,6 +50,11 @@ class Failure(Exception):
     """A test's assertion failed."""
 
 
+class Stall(Failure):
+    """A reply that did not come in time (stall_report() has printed
+    where every process was waiting)."""
+
+
 class Skip(Exception):
     """A test cannot run here (missing tool); not counted."""
 
@@ -245,7 +250,7 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 stall_report()
-                raise Failure("no reply within %.0f s" % timeout)
+                raise Stall("no reply within %.0f s" % timeout)
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
