@@ -769,8 +769,6 @@ next_line(struct session *s, char *line)
 		return inbuf_getline(&s->in, line, CMD_LINE_MAX, timeout_ms(s));
 	deadline = now_ms() + timeout_ms(s);
 	for (;;) {
-		if (s->md != NULL)
-			maildrop_touch(s->md);
 		left = deadline - now_ms();
 		if (left <= 0)
 			return LINE_TIMEOUT;
@@ -779,6 +777,8 @@ next_line(struct session *s, char *line)
 		st = inbuf_getline(&s->in, line, CMD_LINE_MAX, slice);
 		if (st != LINE_TIMEOUT)
 			return st;
+		if (s->md != NULL)
+			maildrop_touch(s->md);
 	}
 }
 

@@ -416,9 +416,10 @@ def after_failure():
     reset_state()
 
 
-def retry_stalled(what, fn, reset=reset_state):
-    """fn(), or fn() once more, after reset(), if the first try got no
-    reply before its fault was armed."""
+def retry_stalled(what, fn, reset=None):
+    """fn(), or fn() once more, after after_failure() and reset() (the
+    crash state to put back, if any), if the first try got no reply
+    before its fault was armed."""
     try:
         return fn()
     except Stall as e:
@@ -427,7 +428,8 @@ def retry_stalled(what, fn, reset=reset_state):
         T.retried += 1
         info("%s: tried again after: %s" % (what, e))
         after_failure()
-        reset()
+        if reset is not None:
+            reset()
         return fn()
 
 
