@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <sys/file.h>
 #include <sys/param.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -389,7 +390,56 @@ sleep_ms(long ms)
  * not exist: a missing spool is not locked at all (see open_spool()).
  * The helper is run with fork() and waitpid(): SIGCHLD must not be
  * ignored in the session.
+ *
+ * A session started by pop3d does not run the helper: it asks the root
+ * monitor over a socket (maildrop_use_dotlock_agent(); the monitor's
+ * half is serve_dotlock() in pop3d.c), which calls liblockfile with the
+ * helper's own rights and no fork or exec.  The lock then holds the
+ * monitor's pid, alive as long as the session is.
  */
+
+static int	dotlock_agent = -1;	/* the monitor's socket, or none */
+
+void
+maildrop_use_dotlock_agent(int sock)
+{
+	dotlock_agent = sock;
+}
+
+/* One request to the monitor; its answer is liblockfile's result. */
+static int
+dotlock_ask(char request)
+{
+	ssize_t	n;
+	int	answer = L_ERROR;
+
+	do
+		n = send(dotlock_agent, &request, 1, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	if (n != 1)
+		return L_ERROR;
+	do
+		n = recv(dotlock_agent, &answer, sizeof(answer), 0);
+	while (n == -1 && errno == EINTR);
+	return n == (ssize_t)sizeof(answer) ? answer : L_ERROR;
+}
+
+static int
+dotlock_create(const char *lockpath)
+{
+	/* No retries inside: the library would sleep 5 s between them. */
+	if (dotlock_agent != -1)
+		return dotlock_ask(DOTLOCK_TAKE);
+	return lockfile_create(lockpath, 0, L_PID);
+}
+
+static int
+dotlock_remove(const char *lockpath)
+{
+	if (dotlock_agent != -1)
+		return dotlock_ask(DOTLOCK_DROP);
+	return lockfile_remove(lockpath);
+}
 
 static enum lock_try
 lock_fcntl(struct maildrop *md)
@@ -411,8 +461,7 @@ lock_dot(struct maildrop *md)
 {
 	int	r;
 
-	/* No retries inside: the library would sleep 5 s between them. */
-	r = lockfile_create(md->lockpath, 0, L_PID);
+	r = dotlock_create(md->lockpath);
 	if (r == L_SUCCESS) {
 		md->dotlocked = 1;
 		clock_gettime(MD_CLOCK, &md->touched);
@@ -2114,7 +2163,7 @@ maildrop_close(struct maildrop *md)
 		log_warn("journal invalidation; the next open finishes it");
 	if (md->flocked)
 		flock(md->fd, LOCK_UN);
-	if (md->dotlocked && lockfile_remove(md->lockpath) != 0)
+	if (md->dotlocked && dotlock_remove(md->lockpath) != 0)
 		log_warn("%s", md->lockpath);
 	/* Closing drops the fcntl() lock. */
 	if (md->fd >= 0)

@@ -55,6 +55,15 @@ void	maildrop_reset(struct maildrop *);
  */
 int	maildrop_send(struct maildrop *, size_t msg, long lines,
 	    struct outbuf *out);
+/*
+ * Take and remove the dot-lock through the root monitor on sock (a
+ * SOCK_SEQPACKET socket): a one-byte request, DOTLOCK_TAKE or
+ * DOTLOCK_DROP, answered by liblockfile's int result.  Without it, the
+ * maildrop calls liblockfile itself (which may run its setgid helper).
+ */
+#define DOTLOCK_TAKE	'L'
+#define DOTLOCK_DROP	'U'
+void	maildrop_use_dotlock_agent(int sock);
 /* Keep the dot-lock fresh; cheap enough to call after every command. */
 void	maildrop_touch(struct maildrop *);
 /* For the tests: 0 sends with SSE2 even where the CPU has AVX2; 1: AVX2

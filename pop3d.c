@@ -10,7 +10,8 @@
  *     forks a fresh child, which answers -ERR and reads on; on success
  *     it opens the PAM session and the commit journal, then forks
  *  3. the session process, which drops to the user for good, locks and
- *     indexes the maildrop, and serves the transaction.  The parent waits
+ *     indexes the maildrop, and serves the transaction.  The parent takes
+ *     and removes the session's dot-lock when asked (serve_dotlock()),
  *     and closes the PAM session when it ends.
  */
 #include <sys/types.h>
@@ -29,6 +30,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <lockfile.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
@@ -427,22 +429,27 @@ open_journal(const char *user)
 	return fd;
 }
 
+/* The group that may write the spool directory (Debian: 2775 root:mail). */
 static int
-gid_is_mail(gid_t gid)
+mail_group(gid_t *gid)
 {
 	struct group	*gr;
 
-	return (gr = getgrnam("mail")) != NULL && gr->gr_gid == gid;
+	if ((gr = getgrnam("mail")) == NULL)
+		return -1;
+	*gid = gr->gr_gid;
+	return 0;
 }
 
 static void __attribute__((noreturn))
 run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
-    const struct creds_msg *msg)
+    int dotlock_fd, const struct creds_msg *msg)
 {
 	struct session	s;
 
 	drop_privileges(pw->pw_uid, pw->pw_gid);
+	maildrop_use_dotlock_agent(dotlock_fd);
 	set_signals(on_signal);
 	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
 	inbuf_preload(&s.in, msg->pending, msg->pending_len);
@@ -457,6 +464,66 @@ run_user_session(const struct session_config *conf,
 	to_dev_null(STDIN_FILENO, STDOUT_FILENO);
 	session_finish(&s);
 	_exit(s.end == END_QUIT || s.end == END_EOF ? 0 : 1);
+}
+
+/* One liblockfile call with the rights of its helper, then root again. */
+static int
+dotlock_as_user(const struct passwd *pw, gid_t mail, const char *lockpath,
+    char request)
+{
+	gid_t	egid = getegid();
+	int	r;
+
+	if (setegid(mail) == -1 || seteuid(pw->pw_uid) == -1)
+		r = L_ERROR;
+	else if (request == DOTLOCK_TAKE)
+		r = lockfile_create(lockpath, 0, L_PID);
+	else
+		r = lockfile_remove(lockpath);
+	if (seteuid(0) == -1 || setegid(egid) == -1)
+		fatal("back to root");
+	return r;
+}
+
+/*
+ * The session's dot-lock (maildrop.c, "Locking").  Creating PATH.lock
+ * needs write access to the spool directory, which the session never
+ * has; liblockfile would run its setgid helper dotlockfile for it, a
+ * fork and an exec to take the lock and another to remove it (about
+ * 1 ms before every greeting, issue 7).  This process is root and waits
+ * anyway, so it makes those two calls on request, each with exactly the
+ * helper's rights: the user's uid and group, effective gid mail.  A
+ * request names no file: the only lock it can take is this user's.  A
+ * lock the session did not give back (it was killed) is removed when
+ * its end of the socket closes.
+ */
+static void
+serve_dotlock(int sock, const struct passwd *pw, gid_t mail,
+    const char *path)
+{
+	char	lockpath[PATH_MAX + sizeof(".lock")], request;
+	ssize_t	n;
+	int	answer, held = 0;
+
+	(void)snprintf(lockpath, sizeof(lockpath), "%s.lock", path);
+	for (;;) {
+		if ((n = recv(sock, &request, 1, 0)) == -1 && errno == EINTR)
+			continue;
+		if (n != 1)
+			break;		/* the session has ended */
+		if (request == DOTLOCK_TAKE && !held) {
+			answer = dotlock_as_user(pw, mail, lockpath, request);
+			held = answer == L_SUCCESS;
+		} else if (request == DOTLOCK_DROP && held) {
+			answer = dotlock_as_user(pw, mail, lockpath, request);
+			held = answer != 0;
+		} else
+			answer = L_ERROR;
+		(void)send(sock, &answer, sizeof(answer), MSG_NOSIGNAL);
+	}
+	if (held && dotlock_as_user(pw, mail, lockpath, DOTLOCK_DROP) != 0)
+		log_warn("%s", lockpath);
+	close(sock);
 }
 
 static void
@@ -580,7 +647,8 @@ serve_user(const struct options *opt, const struct session_config *conf,
 {
 	struct passwd	 account, *pw;
 	char		 path[PATH_MAX];
-	int		 journal_fd, status;
+	int		 journal_fd, status, agent[2] = { -1, -1 };
+	gid_t		 mail;
 	pid_t		 pid;
 
 	/* PAM modules may call getpwnam() too: keep a copy of our own. */
@@ -588,8 +656,10 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		refuse(auth, "-ERR [SYS/TEMP] Cannot look up the account; "
 		    "try again later\r\n");
 	pw = &account;
+	if (mail_group(&mail) == -1)
+		mail = (gid_t)-1;
 	if (expand_maildrop(opt->maildrop, pw, path, sizeof(path)) == -1 ||
-	    gid_is_mail(pw->pw_gid)) {
+	    pw->pw_gid == mail) {
 		log_warnx("user %s: no maildrop path, or primary group mail",
 		    user);
 		refuse(auth, "-ERR [SYS/PERM] Cannot serve this account; ask "
@@ -601,18 +671,29 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    "again later\r\n");
 	}
 	journal_fd = open_journal(pw->pw_name);
+	/* Without group mail, or socket, the session runs the helper. */
+	if (mail != (gid_t)-1 && (setgroups(1, &pw->pw_gid) == -1 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) == -1))
+		log_warn("dot-lock agent");
 	/* Before the fork: once the session answers, this title is set. */
 	setproctitle("%s [monitor]", user);
 	if ((pid = fork()) == -1)
 		fatal("fork");
-	if (pid == 0)
-		run_user_session(conf, pw, path, journal_fd, msg);
+	if (pid == 0) {
+		if (agent[0] != -1)
+			close(agent[0]);
+		run_user_session(conf, pw, path, journal_fd, agent[1], msg);
+	}
 	child_pid = pid;
 	set_signals(forward_signal);
 	if (journal_fd != -1)
 		close(journal_fd);
 	close(STDIN_FILENO);
 	close(STDOUT_FILENO);
+	if (agent[0] != -1) {
+		close(agent[1]);
+		serve_dotlock(agent[0], pw, mail, path);
+	}
 	wait_child(pid, &status);
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,

@@ -10,6 +10,7 @@
  * call.
  */
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <lockfile.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1917,6 +1919,108 @@ Test(maildrop, dead_holders_dot_lock_is_broken)
 	maildrop_touch(md);
 	maildrop_close(md);
 	check_no_lock_left();
+}
+
+/*
+ * A stand-in for pop3d's monitor (serve_dotlock()): answers each
+ * request with `answer`, or with liblockfile's own result when answer
+ * is -1, and exits with the number of requests it served.
+ */
+static pid_t
+start_agent(int answer_with, int *sock)
+{
+	char	lock[80], request;
+	int	sv[2], answer, served = 0;
+	pid_t	pid;
+
+	cr_assert(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
+	if ((pid = fork()) == 0) {
+		close(sv[0]);
+		while (recv(sv[1], &request, 1, 0) == 1) {
+			served++;
+			if (answer_with != -1)
+				answer = answer_with;
+			else if (request == DOTLOCK_TAKE)
+				answer = lockfile_create(lock, 0, L_PID);
+			else if (request == DOTLOCK_DROP)
+				answer = lockfile_remove(lock);
+			else
+				answer = L_ERROR;
+			send(sv[1], &answer, sizeof(answer), 0);
+		}
+		_exit(served);
+	}
+	cr_assert(pid != -1);
+	close(sv[1]);
+	*sock = sv[0];
+	return pid;
+}
+
+static int
+agent_served(pid_t pid, int sock)
+{
+	int	status;
+
+	close(sock);
+	cr_assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+Test(maildrop, dot_lock_through_the_monitor)
+{
+	struct maildrop	*md;
+	char		 lock[80], *got;
+	int		 sock;
+	pid_t		 agent;
+
+	put_mbox(three[0]);
+	agent = start_agent(-1, &sock);
+	maildrop_use_dotlock_agent(sock);
+	md = md_open();
+	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
+	got = read_file(lock, NULL);
+	cr_assert_eq(strtol(got, NULL, 10), (long)agent,
+	    "the lock holds %s, not the monitor's pid", got);
+	free(got);
+	maildrop_close(md);
+	check_no_lock_left();
+	cr_assert_eq(agent_served(agent, sock), 2, "not one take, one drop");
+}
+
+Test(maildrop, dot_lock_refused_by_the_monitor)
+{
+	struct maildrop	*md;
+	int		 sock;
+	pid_t		 agent;
+
+	put_mbox(three[0]);
+	agent = start_agent(L_TMPLOCK, &sock);
+	maildrop_use_dotlock_agent(sock);
+	cr_assert_eq(md_try(&md), MD_SYSTEMP);
+	cr_assert(md == NULL);
+	cr_assert(strstr(fx.why, "cannot create a lock file") != NULL, "%s",
+	    fx.why);
+	cr_assert_eq(agent_served(agent, sock), 1);
+	/* Nothing else was left locked: the fcntl lock is free again. */
+	maildrop_use_dotlock_agent(-1);
+	maildrop_close(md_open());
+}
+
+Test(maildrop, dot_lock_monitor_gone)
+{
+	struct maildrop	*md;
+	int		 sock;
+	pid_t		 agent;
+
+	put_mbox(three[0]);
+	agent = start_agent(L_SUCCESS, &sock);
+	kill(agent, SIGKILL);
+	waitpid(agent, NULL, 0);
+	maildrop_use_dotlock_agent(sock);
+	cr_assert_eq(md_try(&md), MD_SYSTEMP, "%s", fx.why);
+	cr_assert(strstr(fx.why, "dot-lock") != NULL, "%s", fx.why);
+	close(sock);
 }
 
 Test(maildrop, second_session_is_in_use_until_close)

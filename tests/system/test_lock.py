@@ -175,11 +175,19 @@ def test_locks_held_then_released_after_quit():
     check(st["flock"], "no flock lock during the session")
     lock = read_lock()
     check(lock is not None, "no dot-lock during the session")
-    info("dot-lock content during the session: %r (session pid %d)"
-         % (lock, sp))
-    check(lock.strip() in (b"%d" % sp, b"%d" % s.pid),
-          "dot-lock holds %r, not the pid of the session (%d): an MDA "
-          "cannot tell a dead holder" % (lock, sp))
+    info("dot-lock content during the session: %r (session pid %d, "
+         "monitor %d)" % (lock, sp, s.pid))
+    # The root monitor takes it for the session (serve_dotlock()), with
+    # dotlockfile's rights: the user's file, group mail, the monitor's
+    # pid, which lives exactly as long as the session.
+    check(lock.strip() == b"%d" % s.pid,
+          "dot-lock holds %r, not the pid of the monitor (%d): an MDA "
+          "cannot tell a dead holder" % (lock, s.pid))
+    lst = os.stat(lock_path(USER))
+    check((lst.st_uid, lst.st_gid) == (pwd.getpwnam(USER).pw_uid,
+                                       grp.getgrnam("mail").gr_gid),
+          "dot-lock owned by %d:%d, not by the user and group mail"
+          % (lst.st_uid, lst.st_gid))
     before = os.stat(spool_path(USER))
     check(s.c.cmd("DELE 2").startswith("+OK"), "DELE 2")
     check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
@@ -315,6 +323,8 @@ def test_sigkill_session_dotlock_breakable_by_mda():
     lock = read_lock()
     info("dot-lock after SIGKILL of the session: %r (session pid %d)"
          % (lock, sp))
+    check(lock is None, "the monitor left the killed session's dot-lock "
+          "%r" % lock)
     # An MDA using liblockfile's pid check (dotlockfile -p) breaks it now.
     t0 = time.monotonic()
     r = run(as_user(["dotlockfile", "-p", "-l", "-r", "0", lock_path(USER)]),
