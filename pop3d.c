@@ -441,31 +441,6 @@ mail_group(gid_t *gid)
 	return 0;
 }
 
-static void __attribute__((noreturn))
-run_user_session(const struct session_config *conf,
-    const struct passwd *pw, const char *path, int journal_fd,
-    int dotlock_fd, const struct creds_msg *msg)
-{
-	struct session	s;
-
-	drop_privileges(pw->pw_uid, pw->pw_gid);
-	maildrop_use_dotlock_agent(dotlock_fd);
-	set_signals(on_signal);
-	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
-	inbuf_preload(&s.in, msg->pending, msg->pending_len);
-	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
-		session_run(&s);
-	outbuf_flush(&s.out);
-	/*
-	 * The session has said its last word: let the client go before
-	 * the maildrop is closed, whose cleanup after a commit (clearing
-	 * a large journal) it need not wait for.
-	 */
-	to_dev_null(STDIN_FILENO, STDOUT_FILENO);
-	session_finish(&s);
-	_exit(s.end == END_QUIT || s.end == END_EOF ? 0 : 1);
-}
-
 /* One liblockfile call with the rights of its helper, then root again. */
 static int
 dotlock_as_user(const struct passwd *pw, gid_t mail, const char *lockpath,
@@ -486,16 +461,17 @@ dotlock_as_user(const struct passwd *pw, gid_t mail, const char *lockpath,
 }
 
 /*
- * The session's dot-lock (maildrop.c, "Locking").  Creating PATH.lock
- * needs write access to the spool directory, which the session never
- * has; liblockfile would run its setgid helper dotlockfile for it, a
- * fork and an exec to take the lock and another to remove it (about
- * 1 ms before every greeting, issue 7).  This process is root and waits
- * anyway, so it makes those two calls on request, each with exactly the
- * helper's rights: the user's uid and group, effective gid mail.  A
- * request names no file: the only lock it can take is this user's.  A
- * lock the session did not give back (it was killed) is removed when
- * its end of the socket closes.
+ * The dot-lock of a child running as the user: the session, or a
+ * recovery (maildrop.c, "Locking").  Creating PATH.lock needs write
+ * access to the spool directory, which the child never has; liblockfile
+ * would run its setgid helper dotlockfile for it, a fork and an exec to
+ * take the lock and another to remove it (about 1 ms before every
+ * greeting, issue 7; and impossible under no_new_privs).  This process
+ * is root and waits anyway, so it makes those two calls on request, each
+ * with exactly the helper's rights: the user's uid and group, effective
+ * gid mail.  A request names no file: the only lock it can take is this
+ * user's.  A lock the child did not give back (it was killed) is removed
+ * when its end of the socket closes.
  */
 static void
 serve_dotlock(int sock, const struct passwd *pw, gid_t mail,
@@ -510,7 +486,7 @@ serve_dotlock(int sock, const struct passwd *pw, gid_t mail,
 		if ((n = recv(sock, &request, 1, 0)) == -1 && errno == EINTR)
 			continue;
 		if (n != 1)
-			break;		/* the session has ended */
+			break;		/* the child has ended */
 		if (request == DOTLOCK_TAKE && !held) {
 			answer = dotlock_as_user(pw, mail, lockpath, request);
 			held = answer == L_SUCCESS;
@@ -524,6 +500,69 @@ serve_dotlock(int sock, const struct passwd *pw, gid_t mail,
 	if (held && dotlock_as_user(pw, mail, lockpath, DOTLOCK_DROP) != 0)
 		log_warn("%s", lockpath);
 	close(sock);
+}
+
+/*
+ * Before forking a child that will run as pw and lock its maildrop: the
+ * socket for serve_dotlock(), or -1 in both ends if there is no group
+ * mail (liblockfile then runs its helper in the child).
+ */
+static void
+dotlock_agent_open(const struct passwd *pw, gid_t mail, int agent[2])
+{
+	agent[0] = agent[1] = -1;
+	if (mail == (gid_t)-1)
+		return;
+	if (setgroups(1, &pw->pw_gid) == -1 ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) == -1) {
+		log_warn("dot-lock agent");
+		agent[0] = agent[1] = -1;
+	}
+}
+
+/* In the child, after dropping privileges. */
+static void
+dotlock_agent_use(int agent[2])
+{
+	if (agent[0] != -1)
+		close(agent[0]);
+	maildrop_use_dotlock_agent(agent[1]);
+}
+
+/* In the parent, after the fork: serve until the child is done. */
+static void
+dotlock_agent_serve(int agent[2], const struct passwd *pw, gid_t mail,
+    const char *path)
+{
+	if (agent[0] == -1)
+		return;
+	close(agent[1]);
+	serve_dotlock(agent[0], pw, mail, path);
+}
+
+static void __attribute__((noreturn))
+run_user_session(const struct session_config *conf,
+    const struct passwd *pw, const char *path, int journal_fd,
+    int agent[2], const struct creds_msg *msg)
+{
+	struct session	s;
+
+	drop_privileges(pw->pw_uid, pw->pw_gid);
+	dotlock_agent_use(agent);
+	set_signals(on_signal);
+	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
+	inbuf_preload(&s.in, msg->pending, msg->pending_len);
+	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
+		session_run(&s);
+	outbuf_flush(&s.out);
+	/*
+	 * The session has said its last word: let the client go before
+	 * the maildrop is closed, whose cleanup after a commit (clearing
+	 * a large journal) it need not wait for.
+	 */
+	to_dev_null(STDIN_FILENO, STDOUT_FILENO);
+	session_finish(&s);
+	_exit(s.end == END_QUIT || s.end == END_EOF ? 0 : 1);
 }
 
 static void
@@ -547,13 +586,18 @@ recover_now(const struct passwd *pw, const char *path)
 {
 	struct maildrop	*md;
 	char		 why[128];
-	int		 journal_fd, status;
+	int		 journal_fd, status, agent[2];
+	gid_t		 mail;
 	pid_t		 pid;
 
 	if ((journal_fd = open_journal(pw->pw_name)) == -1)
 		return;
+	if (mail_group(&mail) == -1)
+		mail = (gid_t)-1;
+	dotlock_agent_open(pw, mail, agent);
 	if ((pid = fork()) == 0) {
 		drop_privileges(pw->pw_uid, pw->pw_gid);
+		dotlock_agent_use(agent);
 		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) ==
 		    MD_OK)
 			maildrop_close(md);
@@ -562,6 +606,8 @@ recover_now(const struct passwd *pw, const char *path)
 		_exit(0);
 	}
 	close(journal_fd);
+	/* Without a child, its end is closed here and this returns at once. */
+	dotlock_agent_serve(agent, pw, mail, path);
 	if (pid > 0)
 		wait_child(pid, &status);
 }
@@ -647,7 +693,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 {
 	struct passwd	 account, *pw;
 	char		 path[PATH_MAX];
-	int		 journal_fd, status, agent[2] = { -1, -1 };
+	int		 journal_fd, status, agent[2];
 	gid_t		 mail;
 	pid_t		 pid;
 
@@ -671,29 +717,20 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    "again later\r\n");
 	}
 	journal_fd = open_journal(pw->pw_name);
-	/* Without group mail, or socket, the session runs the helper. */
-	if (mail != (gid_t)-1 && (setgroups(1, &pw->pw_gid) == -1 ||
-	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) == -1))
-		log_warn("dot-lock agent");
+	dotlock_agent_open(pw, mail, agent);
 	/* Before the fork: once the session answers, this title is set. */
 	setproctitle("%s [monitor]", user);
 	if ((pid = fork()) == -1)
 		fatal("fork");
-	if (pid == 0) {
-		if (agent[0] != -1)
-			close(agent[0]);
-		run_user_session(conf, pw, path, journal_fd, agent[1], msg);
-	}
+	if (pid == 0)
+		run_user_session(conf, pw, path, journal_fd, agent, msg);
 	child_pid = pid;
 	set_signals(forward_signal);
 	if (journal_fd != -1)
 		close(journal_fd);
 	close(STDIN_FILENO);
 	close(STDOUT_FILENO);
-	if (agent[0] != -1) {
-		close(agent[1]);
-		serve_dotlock(agent[0], pw, mail, path);
-	}
+	dotlock_agent_serve(agent, pw, mail, path);
 	wait_child(pid, &status);
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
