@@ -15,6 +15,7 @@
  *     and closes the PAM session when it ends.
  */
 #include <sys/types.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -31,6 +32,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <lockfile.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
@@ -441,25 +443,6 @@ mail_group(gid_t *gid)
 	return 0;
 }
 
-/* One liblockfile call with the rights of its helper, then root again. */
-static int
-dotlock_as_user(const struct passwd *pw, gid_t mail, const char *lockpath,
-    char request)
-{
-	gid_t	egid = getegid();
-	int	r;
-
-	if (setegid(mail) == -1 || seteuid(pw->pw_uid) == -1)
-		r = L_ERROR;
-	else if (request == DOTLOCK_TAKE)
-		r = lockfile_create(lockpath, 0, L_PID);
-	else
-		r = lockfile_remove(lockpath);
-	if (seteuid(0) == -1 || setegid(egid) == -1)
-		fatal("back to root");
-	return r;
-}
-
 /*
  * The dot-lock of a child running as the user: the session, or a
  * recovery (maildrop.c, "Locking").  Creating PATH.lock needs write
@@ -468,82 +451,189 @@ dotlock_as_user(const struct passwd *pw, gid_t mail, const char *lockpath,
  * take the lock and another to remove it (about 1 ms before every
  * greeting, issue 7; and impossible under no_new_privs).  This process
  * is root and waits anyway, so it makes those two calls on request, each
- * with exactly the helper's rights: the user's uid and group, effective
- * gid mail.  A request names no file: the only lock it can take is this
- * user's.  A lock the child did not give back (it was killed) is removed
- * when its end of the socket closes.
+ * with the helper's rights: the user's uid and group, effective gid
+ * mail.  A request names no file: the only lock it can take is this
+ * user's.  Only for a spool directory the user cannot change (see
+ * trusted_spool_dir()); elsewhere the child locks by itself.
  */
+struct dotlock_agent {
+	const struct passwd	*pw;
+	gid_t			 mail;
+	int			 usable;	/* group mail, trusted directory */
+	int			 held;		/* taken, not yet removed */
+	int			 sock[2];	/* monitor's end, child's end */
+	pid_t			 monitor;
+	char			 lockpath[PATH_MAX + sizeof(".lock")];
+};
+
+/*
+ * Whether the user can swap the directories of path, or anything in
+ * them, for something else while we work there with gid mail: not if
+ * every directory above path is root's and writable by no one else but
+ * group mail (Debian: /var/mail, 2775 root:mail).  A maildrop in a home
+ * directory (-m %h/...) fails this, and its user may write there anyway.
+ */
+static int
+trusted_spool_dir(const char *path, gid_t mail)
+{
+	char		 dir[PATH_MAX], *slash;
+	struct stat	 st;
+
+	if (strlcpy(dir, path, sizeof(dir)) >= sizeof(dir))
+		return 0;
+	while ((slash = strrchr(dir, '/')) != NULL) {
+		*slash = '\0';
+		if (lstat(dir[0] != '\0' ? dir : "/", &st) == -1 ||
+		    !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+		    (st.st_mode & S_IWOTH) || ((st.st_mode & S_IWGRP) &&
+		    st.st_gid != 0 && st.st_gid != mail))
+			return 0;
+	}
+	return 1;
+}
+
 static void
-serve_dotlock(int sock, const struct passwd *pw, gid_t mail,
+dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
     const char *path)
 {
-	char	lockpath[PATH_MAX + sizeof(".lock")], request;
-	ssize_t	n;
-	int	answer, held = 0;
-
-	(void)snprintf(lockpath, sizeof(lockpath), "%s.lock", path);
-	for (;;) {
-		if ((n = recv(sock, &request, 1, 0)) == -1 && errno == EINTR)
-			continue;
-		if (n != 1)
-			break;		/* the child has ended */
-		if (request == DOTLOCK_TAKE && !held) {
-			answer = dotlock_as_user(pw, mail, lockpath, request);
-			held = answer == L_SUCCESS;
-		} else if (request == DOTLOCK_DROP && held) {
-			answer = dotlock_as_user(pw, mail, lockpath, request);
-			held = answer != 0;
-		} else
-			answer = L_ERROR;
-		(void)send(sock, &answer, sizeof(answer), MSG_NOSIGNAL);
-	}
-	if (held && dotlock_as_user(pw, mail, lockpath, DOTLOCK_DROP) != 0)
-		log_warn("%s", lockpath);
-	close(sock);
+	memset(a, 0, sizeof(*a));
+	a->pw = pw;
+	a->sock[0] = a->sock[1] = -1;
+	a->usable = mail_group(&a->mail) == 0 &&
+	    trusted_spool_dir(path, a->mail) &&
+	    snprintf(a->lockpath, sizeof(a->lockpath), "%s.lock", path) <
+	    (int)sizeof(a->lockpath);
 }
 
 /*
- * Before forking a child that will run as pw and lock its maildrop: the
- * socket for serve_dotlock(), or -1 in both ends if there is no group
- * mail (liblockfile then runs its helper in the child).
+ * One liblockfile call with the helper's rights, then root again, with
+ * root's groups and not dumpable (a change of euid may have made it so).
  */
-static void
-dotlock_agent_open(const struct passwd *pw, gid_t mail, int agent[2])
+static int
+dotlock_as_user(struct dotlock_agent *a, char request)
 {
-	agent[0] = agent[1] = -1;
-	if (mail == (gid_t)-1)
-		return;
-	if (setgroups(1, &pw->pw_gid) == -1 ||
-	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, agent) == -1) {
+	gid_t	egid = getegid(), groups[64];
+	int	ngroups, r = L_ERROR;
+
+	if ((ngroups = getgroups(64, groups)) == -1 ||
+	    setgroups(1, &a->pw->pw_gid) == -1)
+		return r;
+	if (setegid(a->mail) == 0 && seteuid(a->pw->pw_uid) == 0)
+		r = request == DOTLOCK_TAKE ?
+		    lockfile_create(a->lockpath, 0, L_PID) :
+		    lockfile_remove(a->lockpath);
+	if (seteuid(0) == -1 || setegid(egid) == -1 ||
+	    setgroups(ngroups, groups) == -1)
+		fatal("back to root");
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	return r;
+}
+
+static int
+dotlock_answer(struct dotlock_agent *a, char request)
+{
+	int	r;
+
+	switch (request) {
+	case DOTLOCK_TAKE:
+		if (a->held)
+			return L_SUCCESS;	/* already ours */
+		r = dotlock_as_user(a, request);
+		a->held = r == L_SUCCESS;
+		return r;
+	case DOTLOCK_DROP:
+		if (!a->held)
+			return L_ERROR;
+		r = dotlock_as_user(a, request);
+		a->held = r != 0;
+		return r;
+	default:
+		return L_ERROR;
+	}
+}
+
+/* Before forking the child that will use it. */
+static void
+dotlock_agent_open(struct dotlock_agent *a)
+{
+	a->monitor = getpid();
+	if (a->usable && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+	    a->sock) == -1) {
 		log_warn("dot-lock agent");
-		agent[0] = agent[1] = -1;
+		a->sock[0] = a->sock[1] = -1;
 	}
 }
 
 /* In the child, after dropping privileges. */
 static void
-dotlock_agent_use(int agent[2])
+dotlock_agent_use(struct dotlock_agent *a)
 {
-	if (agent[0] != -1)
-		close(agent[0]);
-	maildrop_use_dotlock_agent(agent[1]);
+	if (a->sock[1] == -1)
+		return;
+	close(a->sock[0]);
+	/* The lock will hold the monitor's pid: do not outlive it. */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 ||
+	    getppid() != a->monitor)
+		fatalx("the monitor is gone");
+	maildrop_use_dotlock_agent(a->sock[1]);
 }
 
-/* In the parent, after the fork: serve until the child is done. */
+/*
+ * In the parent: answer until the child has exited (pid; or, without a
+ * pidfd, until its end of the socket is closed everywhere).  A lock the
+ * child did not give back (it was killed) is removed then, before any
+ * recovery: that takes the fcntl lock first, and an MDA may hold the
+ * fcntl lock while it waits for the dot-lock, so that keeping it would
+ * make the recovery give up (an MDA that appends to a half-moved spool
+ * meanwhile loses nothing: the journal is rolled back around it).
+ */
 static void
-dotlock_agent_serve(int agent[2], const struct passwd *pw, gid_t mail,
-    const char *path)
+dotlock_agent_serve(struct dotlock_agent *a, pid_t pid)
 {
-	if (agent[0] == -1)
+	struct pollfd	pfd[2];
+	char		request;
+	ssize_t		n;
+	int		answer;
+
+	if (a->sock[0] == -1)
 		return;
-	close(agent[1]);
-	serve_dotlock(agent[0], pw, mail, path);
+	close(a->sock[1]);
+	pfd[0].fd = a->sock[0];
+	pfd[0].events = POLLIN;
+	pfd[1].fd = pid > 0 ? pidfd_open(pid, 0) : -1;
+	pfd[1].events = POLLIN;
+	while (pid > 0) {
+		if (poll(pfd, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents != 0)
+			break;		/* the child has exited */
+		n = recv(a->sock[0], &request, 1, MSG_DONTWAIT);
+		if (n == 1) {
+			answer = dotlock_answer(a, request);
+			(void)send(a->sock[0], &answer, sizeof(answer),
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
+			continue;
+		}
+		/* 0 is also an empty message; only a hang-up ends this. */
+		if ((n == 0 && (pfd[0].revents & POLLHUP)) ||
+		    (n == -1 && errno != EAGAIN && errno != EINTR))
+			break;
+	}
+	if (pfd[1].fd != -1)
+		close(pfd[1].fd);
+	close(a->sock[0]);
+	a->sock[0] = a->sock[1] = -1;
+	if (a->held && dotlock_answer(a, DOTLOCK_DROP) != 0)
+		log_warn("%s", a->lockpath);
 }
 
 static void __attribute__((noreturn))
 run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
-    int agent[2], const struct creds_msg *msg)
+    struct dotlock_agent *agent, const struct creds_msg *msg)
 {
 	struct session	s;
 
@@ -582,19 +672,17 @@ wait_child(pid_t pid, int *status)
  * (mail readers, the MDA) see it whole again at once.
  */
 static void
-recover_now(const struct passwd *pw, const char *path)
+recover_now(const struct passwd *pw, const char *path,
+    struct dotlock_agent *agent)
 {
 	struct maildrop	*md;
 	char		 why[128];
-	int		 journal_fd, status, agent[2];
-	gid_t		 mail;
+	int		 journal_fd, status;
 	pid_t		 pid;
 
 	if ((journal_fd = open_journal(pw->pw_name)) == -1)
 		return;
-	if (mail_group(&mail) == -1)
-		mail = (gid_t)-1;
-	dotlock_agent_open(pw, mail, agent);
+	dotlock_agent_open(agent);
 	if ((pid = fork()) == 0) {
 		drop_privileges(pw->pw_uid, pw->pw_gid);
 		dotlock_agent_use(agent);
@@ -606,8 +694,7 @@ recover_now(const struct passwd *pw, const char *path)
 		_exit(0);
 	}
 	close(journal_fd);
-	/* Without a child, its end is closed here and this returns at once. */
-	dotlock_agent_serve(agent, pw, mail, path);
+	dotlock_agent_serve(agent, pid);
 	if (pid > 0)
 		wait_child(pid, &status);
 }
@@ -644,6 +731,7 @@ static int
 recover_all(const struct options *opt)
 {
 	struct passwd	 account, *pw;
+	struct dotlock_agent agent;
 	struct dirent	*de;
 	struct stat	 st;
 	char		 path[PATH_MAX], safe[NAME_MAX * 4 + 1];
@@ -667,7 +755,8 @@ recover_all(const struct options *opt)
 			log_warnx("journal of %s: no maildrop path", safe);
 		else {
 			log_info("journal of %s: recovering %s", safe, path);
-			recover_now(&account, path);
+			dotlock_agent_init(&agent, &account, path);
+			recover_now(&account, path, &agent);
 		}
 		free_account(&account);
 	}
@@ -692,8 +781,9 @@ serve_user(const struct options *opt, const struct session_config *conf,
     struct auth *auth, const char *user, const struct creds_msg *msg)
 {
 	struct passwd	 account, *pw;
+	struct dotlock_agent agent;
 	char		 path[PATH_MAX];
-	int		 journal_fd, status, agent[2];
+	int		 journal_fd, status;
 	gid_t		 mail;
 	pid_t		 pid;
 
@@ -717,25 +807,26 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    "again later\r\n");
 	}
 	journal_fd = open_journal(pw->pw_name);
-	dotlock_agent_open(pw, mail, agent);
+	dotlock_agent_init(&agent, pw, path);
+	dotlock_agent_open(&agent);
 	/* Before the fork: once the session answers, this title is set. */
 	setproctitle("%s [monitor]", user);
 	if ((pid = fork()) == -1)
 		fatal("fork");
 	if (pid == 0)
-		run_user_session(conf, pw, path, journal_fd, agent, msg);
+		run_user_session(conf, pw, path, journal_fd, &agent, msg);
 	child_pid = pid;
 	set_signals(forward_signal);
 	if (journal_fd != -1)
 		close(journal_fd);
 	close(STDIN_FILENO);
 	close(STDOUT_FILENO);
-	dotlock_agent_serve(agent, pw, mail, path);
+	dotlock_agent_serve(&agent, pid);
 	wait_child(pid, &status);
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
 		    WTERMSIG(status));
-		recover_now(pw, path);
+		recover_now(pw, path, &agent);
 	}
 	auth_end(auth);
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);

@@ -315,25 +315,75 @@ def test_released_after_sigterm_parent():
 
 
 @test
-def test_sigkill_session_dotlock_breakable_by_mda():
-    s, sp = signalled("session", signal.SIGKILL)
-    st = lock_state()
-    check(not st["fcntl"] and not st["flock"], "kernel locks held after "
-          "SIGKILL: %s" % st)
-    lock = read_lock()
-    info("dot-lock after SIGKILL of the session: %r (session pid %d)"
-         % (lock, sp))
-    check(lock is None, "the monitor left the killed session's dot-lock "
-          "%r" % lock)
-    # An MDA using liblockfile's pid check (dotlockfile -p) breaks it now.
-    t0 = time.monotonic()
-    r = run(as_user(["dotlockfile", "-p", "-l", "-r", "0", lock_path(USER)]),
-            check=False)
-    check(r.returncode == 0, "dotlockfile -p -r 0 after SIGKILL: exit %d "
-          "(lock %r): a stale dot-lock nobody can break for 5 minutes"
-          % (r.returncode, lock))
-    check(time.monotonic() - t0 < 2, "breaking the stale lock was slow")
-    run(as_user(["dotlockfile", "-u", lock_path(USER)]))
+def test_sigkill_session_dotlock_removed_by_the_monitor():
+    # The dot-lock holds the monitor's pid, not the session's: while the
+    # monitor lives (here stopped), an MDA that checks the pid (as
+    # dotlockfile -p does) waits; then the monitor removes it.
+    fresh()
+    s, _ = login_session(USER)
+    check(s.c.cmd("DELE 1").startswith("+OK"), "DELE 1")
+    sp = s.session_pid(USER)
+    os.kill(s.pid, signal.SIGSTOP)
+    try:
+        os.kill(sp, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while os.path.exists("/proc/%d/fd/0" % sp):  # gone when it exits
+            check(time.monotonic() < deadline, "session did not die")
+            time.sleep(0.01)
+        st = lock_state()
+        check(not st["fcntl"] and not st["flock"], "kernel locks held "
+              "after SIGKILL: %s" % st)
+        lock = read_lock()
+        info("dot-lock while the monitor is stopped: %r (monitor %d)"
+             % (lock, s.pid))
+        check(lock is not None and lock.strip() == b"%d" % s.pid,
+              "dot-lock %r, not the monitor's pid %d" % (lock, s.pid))
+        r = run(as_user(["dotlockfile", "-p", "-l", "-r", "0",
+                         lock_path(USER)]), check=False)
+        check(r.returncode != 0, "an MDA broke the dot-lock of a live "
+              "monitor before it recovered the spool")
+    finally:
+        os.kill(s.pid, signal.SIGCONT)
+    check(s.wait() is not None, "pop3d did not exit")
+    check_released("after the monitor went on")
+    check(read_spool(USER) == ORIG, "a killed session changed the spool")
+
+
+@test
+def test_maildrop_in_a_users_own_directory_locked_by_the_session():
+    # -m in a directory its user may change: the root monitor must not
+    # work there with gid mail (the user could swap the directory for a
+    # link to /var/mail in the middle); the session locks by itself.
+    u = pwd.getpwnam(USER)
+    d = os.path.join(WORK, "own-dir")
+    shutil.rmtree(d, ignore_errors=True)
+    os.mkdir(d, 0o755)
+    os.chown(d, u.pw_uid, u.pw_gid)
+    spool = os.path.join(d, USER)
+    with open(spool, "wb") as f:
+        f.write(ORIG)
+    os.chown(spool, u.pw_uid, u.pw_gid)
+    os.chmod(spool, 0o600)
+    try:
+        s, _ = login_session(USER, args=["-m", os.path.join(d, "%u")])
+        sp = s.session_pid(USER)
+        with open(spool + ".lock", "rb") as f:
+            lock = f.read()
+        gid = os.stat(spool + ".lock").st_gid
+        info("dot-lock %r, group %d (session %d, monitor %d)"
+             % (lock, gid, sp, s.pid))
+        check(lock.strip() == b"%d" % sp and
+              gid != grp.getgrnam("mail").gr_gid,
+              "the monitor took a dot-lock in a directory its user owns")
+        check(s.c.cmd("DELE 2").startswith("+OK"), "DELE 2")
+        check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
+        check(s.wait() is not None, "pop3d did not exit")
+        check(not os.path.exists(spool + ".lock"), "dot-lock left")
+        with open(spool, "rb") as f:
+            check(f.read() == b"".join(MSGS[:1] + MSGS[2:]),
+                  "QUIT did not remove exactly message 2")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @test
