@@ -15,7 +15,6 @@
  *     and closes the PAM session when it ends.
  */
 #include <sys/types.h>
-#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -578,52 +577,88 @@ dotlock_agent_use(struct dotlock_agent *a)
 	maildrop_use_dotlock_agent(a->sock[1]);
 }
 
+static void
+on_child(int sig)
+{
+	(void)sig;	/* only to wake ppoll() */
+}
+
+/* Whether pid has exited, leaving it to be waited for. */
+static int
+child_exited(pid_t pid)
+{
+	siginfo_t	si;
+
+	memset(&si, 0, sizeof(si));
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
+	    -1 || si.si_pid == pid;
+}
+
 /*
- * In the parent: answer until the child has exited (pid; or, without a
- * pidfd, until its end of the socket is closed everywhere).  A lock the
- * child did not give back (it was killed) is removed then, before any
- * recovery: that takes the fcntl lock first, and an MDA may hold the
- * fcntl lock while it waits for the dot-lock, so that keeping it would
- * make the recovery give up (an MDA that appends to a half-moved spool
- * meanwhile loses nothing: the journal is rolled back around it).
+ * One request, if one is waiting; 0 when the child's end is closed
+ * everywhere (an empty message is not that: only a hang-up is).
+ */
+static int
+dotlock_agent_answer(struct dotlock_agent *a, short revents)
+{
+	char	request;
+	ssize_t	n;
+	int	answer;
+
+	if ((n = recv(a->sock[0], &request, 1, MSG_DONTWAIT)) == 1) {
+		answer = dotlock_answer(a, request);
+		(void)send(a->sock[0], &answer, sizeof(answer),
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		return 1;
+	}
+	if (n == 0)
+		return (revents & POLLHUP) == 0;
+	return errno == EAGAIN || errno == EINTR;
+}
+
+/*
+ * In the parent: answer until the child pid has exited, not merely
+ * until its end of the socket is closed (it could have passed that on).
+ * SIGCHLD is let in only inside ppoll(), so that an exit cannot slip
+ * between the check and the wait.  A lock the child did not give back
+ * (it was killed) is removed then, before any recovery: that takes the
+ * fcntl lock first, and an MDA may hold the fcntl lock while it waits
+ * for the dot-lock, so that keeping it would make the recovery give up
+ * (an MDA that appends to a half-moved spool meanwhile loses nothing:
+ * the journal is rolled back around it).
  */
 static void
 dotlock_agent_serve(struct dotlock_agent *a, pid_t pid)
 {
-	struct pollfd	pfd[2];
-	char		request;
-	ssize_t		n;
-	int		answer;
+	struct sigaction sa, old_sa;
+	struct pollfd	 pfd;
+	sigset_t	 chld, old_mask, in_ppoll;
 
 	if (a->sock[0] == -1)
 		return;
 	close(a->sock[1]);
-	pfd[0].fd = a->sock[0];
-	pfd[0].events = POLLIN;
-	pfd[1].fd = pid > 0 ? pidfd_open(pid, 0) : -1;
-	pfd[1].events = POLLIN;
-	while (pid > 0) {
-		if (poll(pfd, 2, -1) == -1) {
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_child;
+	sigemptyset(&sa.sa_mask);
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &old_mask);
+	sigaction(SIGCHLD, &sa, &old_sa);
+	in_ppoll = old_mask;
+	sigdelset(&in_ppoll, SIGCHLD);
+	pfd.fd = a->sock[0];
+	pfd.events = POLLIN;
+	while (pid > 0 && !child_exited(pid)) {
+		if (ppoll(&pfd, 1, NULL, &in_ppoll) == -1) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		if (pfd[1].revents != 0)
-			break;		/* the child has exited */
-		n = recv(a->sock[0], &request, 1, MSG_DONTWAIT);
-		if (n == 1) {
-			answer = dotlock_answer(a, request);
-			(void)send(a->sock[0], &answer, sizeof(answer),
-			    MSG_NOSIGNAL | MSG_DONTWAIT);
-			continue;
-		}
-		/* 0 is also an empty message; only a hang-up ends this. */
-		if ((n == 0 && (pfd[0].revents & POLLHUP)) ||
-		    (n == -1 && errno != EAGAIN && errno != EINTR))
+		if (!dotlock_agent_answer(a, pfd.revents))
 			break;
 	}
-	if (pfd[1].fd != -1)
-		close(pfd[1].fd);
+	sigaction(SIGCHLD, &old_sa, NULL);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	close(a->sock[0]);
 	a->sock[0] = a->sock[1] = -1;
 	if (a->held && dotlock_answer(a, DOTLOCK_DROP) != 0)
