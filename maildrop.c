@@ -391,11 +391,11 @@ sleep_ms(long ms)
  * The helper is run with fork() and waitpid(): SIGCHLD must not be
  * ignored in the session.
  *
- * A session started by pop3d does not run the helper: it asks the root
- * monitor over a socket (maildrop_use_dotlock_agent(); the monitor's
- * half is serve_dotlock() in pop3d.c), which calls liblockfile with the
- * helper's own rights and no fork or exec.  The lock then holds the
- * monitor's pid, alive as long as the session is.
+ * A session started by pop3d on /var/mail does not run the helper: it
+ * asks the root monitor over a socket (maildrop_use_dotlock_agent();
+ * the monitor's half is dotlock_agent_serve() in pop3d.c), which calls
+ * liblockfile with the helper's own rights and no fork or exec.  The
+ * lock then holds the monitor's pid, alive as long as the session is.
  */
 
 static int	dotlock_agent = -1;	/* the monitor's socket, or none */
@@ -1858,9 +1858,9 @@ void
 maildrop_touch(struct maildrop *md)
 {
 	/*
-	 * Our lock holds our pid, but programs that do not read it, or
-	 * run on another NFS client, break a dot-lock whose mtime is old
-	 * (liblockfile: 5 minutes).
+	 * Our lock holds a live pid (ours or the monitor's), but programs
+	 * that do not read it, or run on another NFS client, break a
+	 * dot-lock whose mtime is old (liblockfile: 5 minutes).
 	 */
 	if (!md->dotlocked ||
 	    elapsed_ms(&md->touched) < LOCK_TOUCH_INTERVAL * 1000LL)

@@ -11,7 +11,7 @@
  *     it opens the PAM session and the commit journal, then forks
  *  3. the session process, which drops to the user for good, locks and
  *     indexes the maildrop, and serves the transaction.  The parent takes
- *     and removes the session's dot-lock when asked (serve_dotlock()),
+ *     and removes the session's dot-lock when asked (dotlock_agent_*()),
  *     and closes the PAM session when it ends.
  */
 #include <sys/types.h>
@@ -466,41 +466,58 @@ struct dotlock_agent {
 };
 
 /*
- * Whether the user can swap the directories of path, or anything in
- * them, for something else while we work there with gid mail: not if
- * every directory above path is root's and writable by no one else but
- * group mail (Debian: /var/mail, 2775 root:mail).  A maildrop in a home
- * directory (-m %h/...) fails this, and its user may write there anyway.
+ * Whether the user could swap dir, or a directory above it, for
+ * something else while we work there with gid mail: not if each is
+ * root's and writable by no one else but group mail (Debian: /var/mail,
+ * 2775 root:mail).  A maildrop in a home directory (-m %h/...) fails
+ * this; its user may write there, and the session locks it by itself.
  */
 static int
-trusted_spool_dir(const char *path, gid_t mail)
+trusted_spool_dir(const char *dir, gid_t mail)
 {
-	char		 dir[PATH_MAX], *slash;
+	char		 d[PATH_MAX], *slash;
 	struct stat	 st;
 
-	if (strlcpy(dir, path, sizeof(dir)) >= sizeof(dir))
+	if (strlcpy(d, dir, sizeof(d)) >= sizeof(d))
 		return 0;
-	while ((slash = strrchr(dir, '/')) != NULL) {
-		*slash = '\0';
-		if (lstat(dir[0] != '\0' ? dir : "/", &st) == -1 ||
+	for (;;) {
+		if (lstat(d[0] != '\0' ? d : "/", &st) == -1 ||
 		    !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
 		    (st.st_mode & S_IWOTH) || ((st.st_mode & S_IWGRP) &&
 		    st.st_gid != 0 && st.st_gid != mail))
 			return 0;
+		if ((slash = strrchr(d, '/')) == NULL)
+			return 1;
+		*slash = '\0';
 	}
-	return 1;
 }
 
+/*
+ * The lock's directory is resolved once, here, as root (a link such as
+ * /var/spool/mail -> ../mail is followed), and only the result is
+ * checked and used.
+ */
 static void
 dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
     const char *path)
 {
+	char		 dir[PATH_MAX], real[PATH_MAX];
+	const char	*base;
+
 	memset(a, 0, sizeof(*a));
 	a->pw = pw;
 	a->sock[0] = a->sock[1] = -1;
+	if ((base = strrchr(path, '/')) == NULL ||
+	    (size_t)(base - path) >= sizeof(dir))
+		return;
+	memcpy(dir, path, base - path);
+	dir[base - path] = '\0';
+	if (realpath(dir[0] != '\0' ? dir : "/", real) == NULL)
+		return;
 	a->usable = mail_group(&a->mail) == 0 &&
-	    trusted_spool_dir(path, a->mail) &&
-	    snprintf(a->lockpath, sizeof(a->lockpath), "%s.lock", path) <
+	    trusted_spool_dir(real, a->mail) &&
+	    snprintf(a->lockpath, sizeof(a->lockpath), "%s%s.lock",
+	    strcmp(real, "/") == 0 ? "" : real, base) <
 	    (int)sizeof(a->lockpath);
 }
 
@@ -595,8 +612,9 @@ child_exited(pid_t pid)
 }
 
 /*
- * One request, if one is waiting; 0 when the child's end is closed
- * everywhere (an empty message is not that: only a hang-up is).
+ * One request, if one is waiting; 0 once the child can send no more
+ * (its end closed or shut down, or an error): an empty message is not
+ * that, only a hang-up is.
  */
 static int
 dotlock_agent_answer(struct dotlock_agent *a, short revents)
@@ -612,7 +630,7 @@ dotlock_agent_answer(struct dotlock_agent *a, short revents)
 		return 1;
 	}
 	if (n == 0)
-		return (revents & POLLHUP) == 0;
+		return (revents & (POLLHUP | POLLRDHUP)) == 0;
 	return errno == EAGAIN || errno == EINTR;
 }
 
@@ -647,15 +665,16 @@ dotlock_agent_serve(struct dotlock_agent *a, pid_t pid)
 	in_ppoll = old_mask;
 	sigdelset(&in_ppoll, SIGCHLD);
 	pfd.fd = a->sock[0];
-	pfd.events = POLLIN;
+	pfd.events = POLLIN | POLLRDHUP;
+	/* The lock goes only once the child is gone, whatever the socket. */
 	while (pid > 0 && !child_exited(pid)) {
 		if (ppoll(&pfd, 1, NULL, &in_ppoll) == -1) {
-			if (errno == EINTR)
-				continue;
-			break;
+			if (errno != EINTR)
+				pfd.fd = -1;
+			continue;
 		}
-		if (!dotlock_agent_answer(a, pfd.revents))
-			break;
+		if (pfd.fd != -1 && !dotlock_agent_answer(a, pfd.revents))
+			pfd.fd = -1;	/* now only SIGCHLD wakes us */
 	}
 	sigaction(SIGCHLD, &old_sa, NULL);
 	sigprocmask(SIG_SETMASK, &old_mask, NULL);
@@ -673,8 +692,8 @@ run_user_session(const struct session_config *conf,
 	struct session	s;
 
 	drop_privileges(pw->pw_uid, pw->pw_gid);
+	set_signals(on_signal);		/* before the monitor's death signal */
 	dotlock_agent_use(agent);
-	set_signals(on_signal);
 	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
 	inbuf_preload(&s.in, msg->pending, msg->pending_len);
 	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
@@ -708,7 +727,7 @@ wait_child(pid_t pid, int *status)
  */
 static void
 recover_now(const struct passwd *pw, const char *path,
-    struct dotlock_agent *agent)
+    struct dotlock_agent *agent, int private_fd)
 {
 	struct maildrop	*md;
 	char		 why[128];
@@ -719,6 +738,9 @@ recover_now(const struct passwd *pw, const char *path,
 		return;
 	dotlock_agent_open(agent);
 	if ((pid = fork()) == 0) {
+		if (private_fd != -1)
+			close(private_fd);	/* -R's journal directory */
+		set_signals(SIG_DFL);
 		drop_privileges(pw->pw_uid, pw->pw_gid);
 		dotlock_agent_use(agent);
 		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) ==
@@ -791,7 +813,7 @@ recover_all(const struct options *opt)
 		else {
 			log_info("journal of %s: recovering %s", safe, path);
 			dotlock_agent_init(&agent, &account, path);
-			recover_now(&account, path, &agent);
+			recover_now(&account, path, &agent, dirfd(dir));
 		}
 		free_account(&account);
 	}
@@ -809,7 +831,8 @@ refuse(struct auth *auth, const char *line)
 
 /*
  * After a good login: PAM session, journal, then the session process;
- * this process stays root only to close the PAM session at the end.
+ * this process stays root to serve its dot-lock, to have a killed
+ * session's commit rolled back, and to close the PAM session.
  */
 static void __attribute__((noreturn))
 serve_user(const struct options *opt, const struct session_config *conf,
@@ -858,10 +881,11 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	close(STDOUT_FILENO);
 	dotlock_agent_serve(&agent, pid);
 	wait_child(pid, &status);
+	child_pid = -1;		/* reaped: nothing to pass signals on to */
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
 		    WTERMSIG(status));
-		recover_now(pw, path, &agent);
+		recover_now(pw, path, &agent, -1);
 	}
 	auth_end(auth);
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);

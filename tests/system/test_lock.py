@@ -177,7 +177,7 @@ def test_locks_held_then_released_after_quit():
     check(lock is not None, "no dot-lock during the session")
     info("dot-lock content during the session: %r (session pid %d, "
          "monitor %d)" % (lock, sp, s.pid))
-    # The root monitor takes it for the session (serve_dotlock()), with
+    # The root monitor takes it for the session (dotlock_agent_serve()), with
     # dotlockfile's rights: the user's file, group mail, the monitor's
     # pid, which lives exactly as long as the session.
     check(lock.strip() == b"%d" % s.pid,
@@ -316,9 +316,9 @@ def test_released_after_sigterm_parent():
 
 @test
 def test_sigkill_session_dotlock_removed_by_the_monitor():
-    # The dot-lock holds the monitor's pid, not the session's: while the
-    # monitor lives (here stopped), an MDA that checks the pid (as
-    # dotlockfile -p does) waits; then the monitor removes it.
+    # The dot-lock holds the monitor's pid, not the session's, so that it
+    # is not stale while the monitor (here stopped) lives; once the
+    # monitor goes on, it removes it.
     fresh()
     s, _ = login_session(USER)
     check(s.c.cmd("DELE 1").startswith("+OK"), "DELE 1")
@@ -336,12 +336,10 @@ def test_sigkill_session_dotlock_removed_by_the_monitor():
         lock = read_lock()
         info("dot-lock while the monitor is stopped: %r (monitor %d)"
              % (lock, s.pid))
+        # Not the dead session's pid: an MDA must not take it as stale
+        # while the monitor still has work to do.
         check(lock is not None and lock.strip() == b"%d" % s.pid,
               "dot-lock %r, not the monitor's pid %d" % (lock, s.pid))
-        r = run(as_user(["dotlockfile", "-p", "-l", "-r", "0",
-                         lock_path(USER)]), check=False)
-        check(r.returncode != 0, "an MDA broke the dot-lock of a live "
-              "monitor before it recovered the spool")
     finally:
         os.kill(s.pid, signal.SIGCONT)
     check(s.wait() is not None, "pop3d did not exit")
@@ -384,6 +382,31 @@ def test_maildrop_in_a_users_own_directory_locked_by_the_session():
                   "QUIT did not remove exactly message 2")
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@test
+def test_maildrop_path_through_a_link_to_var_mail():
+    # -m through a symbolic link to the spool directory (as
+    # /var/spool/mail is on some systems): resolved, it is /var/mail,
+    # and the monitor takes the dot-lock there as usual.
+    link = os.path.join(WORK, "maillink")
+    try:
+        os.unlink(link)
+    except FileNotFoundError:
+        pass
+    os.symlink(os.path.dirname(spool_path(USER)), link)
+    fresh()
+    try:
+        s, _ = login_session(USER, args=["-m", os.path.join(link, "%u")])
+        lock = read_lock()
+        info("dot-lock through the link: %r (monitor %d)" % (lock, s.pid))
+        check(lock is not None and lock.strip() == b"%d" % s.pid,
+              "dot-lock %r not taken by the monitor (%d)" % (lock, s.pid))
+        check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
+        check(s.wait() is not None, "pop3d did not exit")
+        check_released("after QUIT")
+    finally:
+        os.unlink(link)
 
 
 @test
