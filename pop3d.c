@@ -431,15 +431,12 @@ open_journal(const char *user)
 }
 
 /* The group that may write the spool directory (Debian: 2775 root:mail). */
-static int
-mail_group(gid_t *gid)
+static gid_t
+mail_group(void)
 {
 	struct group	*gr;
 
-	if ((gr = getgrnam("mail")) == NULL)
-		return -1;
-	*gid = gr->gr_gid;
-	return 0;
+	return (gr = getgrnam("mail")) != NULL ? gr->gr_gid : (gid_t)-1;
 }
 
 /*
@@ -493,19 +490,21 @@ trusted_spool_dir(const char *dir, gid_t mail)
 }
 
 /*
- * The lock's directory is resolved once, here, as root (a link such as
+ * mail: the group mail, or (gid_t)-1 if there is none.  The lock's
+ * directory is resolved once, here, as root (a link such as
  * /var/spool/mail -> ../mail is followed), and only the result is
  * checked and used.
  */
 static void
 dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
-    const char *path)
+    const char *path, gid_t mail)
 {
 	char		 dir[PATH_MAX], real[PATH_MAX];
 	const char	*base;
 
 	memset(a, 0, sizeof(*a));
 	a->pw = pw;
+	a->mail = mail;
 	a->sock[0] = a->sock[1] = -1;
 	if ((base = strrchr(path, '/')) == NULL ||
 	    (size_t)(base - path) >= sizeof(dir))
@@ -514,8 +513,7 @@ dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
 	dir[base - path] = '\0';
 	if (realpath(dir[0] != '\0' ? dir : "/", real) == NULL)
 		return;
-	a->usable = mail_group(&a->mail) == 0 &&
-	    trusted_spool_dir(real, a->mail) &&
+	a->usable = mail != (gid_t)-1 && trusted_spool_dir(real, mail) &&
 	    snprintf(a->lockpath, sizeof(a->lockpath), "%s%s.lock",
 	    strcmp(real, "/") == 0 ? "" : real, base) <
 	    (int)sizeof(a->lockpath);
@@ -792,6 +790,7 @@ recover_all(const struct options *opt)
 	struct dirent	*de;
 	struct stat	 st;
 	char		 path[PATH_MAX], safe[NAME_MAX * 4 + 1];
+	gid_t		 mail = mail_group();
 	DIR		*dir;
 
 	if ((dir = opendir(JOURNAL_DIR)) == NULL)
@@ -812,7 +811,7 @@ recover_all(const struct options *opt)
 			log_warnx("journal of %s: no maildrop path", safe);
 		else {
 			log_info("journal of %s: recovering %s", safe, path);
-			dotlock_agent_init(&agent, &account, path);
+			dotlock_agent_init(&agent, &account, path, mail);
 			recover_now(&account, path, &agent, dirfd(dir));
 		}
 		free_account(&account);
@@ -850,8 +849,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		refuse(auth, "-ERR [SYS/TEMP] Cannot look up the account; "
 		    "try again later\r\n");
 	pw = &account;
-	if (mail_group(&mail) == -1)
-		mail = (gid_t)-1;
+	mail = mail_group();
 	if (expand_maildrop(opt->maildrop, pw, path, sizeof(path)) == -1 ||
 	    pw->pw_gid == mail) {
 		log_warnx("user %s: no maildrop path, or primary group mail",
@@ -865,7 +863,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    "again later\r\n");
 	}
 	journal_fd = open_journal(pw->pw_name);
-	dotlock_agent_init(&agent, pw, path);
+	dotlock_agent_init(&agent, pw, path, mail);
 	dotlock_agent_open(&agent);
 	/* Before the fork: once the session answers, this title is set. */
 	setproctitle("%s [monitor]", user);

@@ -18,7 +18,8 @@ import time
 
 from pop3sys import (HERE, PYTHON, U_LOCK, WORK, Server, check, info,
                      lock_path, login_session, main, make_message,
-                     parse_mbox, read_spool, run, spawn, spool_path, test,
+                     parse_mbox, proc_ids, read_spool, run, spawn,
+                     spool_path, test,
                      write_spool)
 
 USER = U_LOCK
@@ -188,6 +189,14 @@ def test_locks_held_then_released_after_quit():
                                        grp.getgrnam("mail").gr_gid),
           "dot-lock owned by %d:%d, not by the user and group mail"
           % (lst.st_uid, lst.st_gid))
+    # After taking it, the monitor is root again, with the ids and groups
+    # it was started with (ours): no user or mail id left behind.
+    uids, gids, groups, _ = proc_ids(s.pid)
+    check(uids == [0, 0, 0, 0] and gids == [os.getgid()] * 4 and
+          sorted(groups) == sorted(os.getgroups()),
+          "monitor after the dot-lock: uids %s gids %s groups %s (ours: "
+          "gid %d groups %s)" % (uids, gids, groups, os.getgid(),
+                                 os.getgroups()))
     before = os.stat(spool_path(USER))
     check(s.c.cmd("DELE 2").startswith("+OK"), "DELE 2")
     check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
@@ -407,6 +416,28 @@ def test_maildrop_path_through_a_link_to_var_mail():
         check_released("after QUIT")
     finally:
         os.unlink(link)
+
+
+@test
+def test_session_ends_when_the_monitor_dies():
+    # The dot-lock holds the monitor's pid: once the monitor is gone an
+    # MDA may break it, so the session must not go on (SIGTERM from the
+    # kernel, PR_SET_PDEATHSIG), and it ends without UPDATE.
+    fresh()
+    s, _ = login_session(USER)
+    check(s.c.cmd("DELE 1").startswith("+OK"), "DELE 1")
+    sp = s.session_pid(USER)
+    os.kill(s.pid, signal.SIGKILL)
+    s.wait()
+    deadline = time.monotonic() + 5
+    while os.path.exists("/proc/%d/fd/0" % sp):
+        check(time.monotonic() < deadline, "the session outlived its "
+              "monitor by 5 s")
+        time.sleep(0.01)
+    st = lock_state()
+    check(not st["fcntl"] and not st["flock"], "kernel locks held after "
+          "the session ended: %s" % st)
+    check(read_spool(USER) == ORIG, "the session entered UPDATE")
 
 
 @test
