@@ -889,10 +889,14 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
 
-/* One PAM check per message from the child; nothing else is possible. */
+/*
+ * One PAM check per message from the child; nothing else is possible.
+ * rhost is the peer for PAM_RHOST, or NULL when unknown: a made-up name
+ * there would be looked up in the DNS by libpam's audit on every call.
+ */
 static enum auth_result
-check_creds(const struct options *opt, const char *peer, struct creds_msg *msg,
-    struct auth **auth, char *canon, size_t canonlen)
+check_creds(const struct options *opt, const char *peer, const char *rhost,
+    struct creds_msg *msg, struct auth **auth, char *canon, size_t canonlen)
 {
 	char			user[USER_MAX + 1], pass[PASS_MAX + 1];
 	char			safe[USER_MAX * 4 + 1];
@@ -904,7 +908,7 @@ check_creds(const struct options *opt, const char *peer, struct creds_msg *msg,
 	memcpy(pass, msg->pass, msg->pass_len);
 	pass[msg->pass_len] = '\0';
 	explicit_bzero(msg->pass, sizeof(msg->pass));
-	res = auth_login(auth, opt->service, user, pass, peer, canon, canonlen);
+	res = auth_login(auth, opt->service, user, pass, rhost, canon, canonlen);
 	explicit_bzero(pass, sizeof(pass));
 	log_safe(safe, sizeof(safe), user, msg->user_len);
 	if (res == AUTH_OK && ((pw = getpwnam(canon)) == NULL ||
@@ -942,7 +946,7 @@ verdict_of(enum auth_result res)
  */
 static void __attribute__((noreturn))
 run_parent(const struct options *opt, const struct prelogin *pl,
-    const char *peer, int creds_fd)
+    const char *peer, const char *rhost, int creds_fd)
 {
 	struct creds_msg	 msg;
 	struct timespec		 start;
@@ -961,7 +965,8 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 		if (n != (ssize_t)sizeof(msg) || !creds_valid(&msg))
 			fatalx("bad message from the pre-login child");
 		clock_gettime(CLOCK_MONOTONIC, &start);
-		res = check_creds(opt, peer, &msg, &auth, canon, sizeof(canon));
+		res = check_creds(opt, peer, rhost, &msg, &auth, canon,
+		    sizeof(canon));
 		if (res == AUTH_OK)
 			serve_user(opt, pl->conf, auth, canon, &msg);
 		pad_failure(&start);
@@ -1067,5 +1072,6 @@ main(int argc, char *argv[], char *envp[])
 	pl.debug = opt.debug;
 	make_dir(CHROOT_DIR, 0755);
 	set_signals(forward_signal);
-	run_parent(&opt, &pl, peer, spawn_prelogin(&pl, NULL, LOGIN_FAILED, 0));
+	run_parent(&opt, &pl, peer, src == PEER_UNKNOWN ? NULL : peer,
+	    spawn_prelogin(&pl, NULL, LOGIN_FAILED, 0));
 }
