@@ -114,6 +114,22 @@ def peak_of_sum(tasks):
     return best
 
 
+def s1_paired(r):
+    """S1 wall time, pop3d minus popa3d, paired by round: (rounds,
+    median, first quartile, third quartile) in ms, or None."""
+    by_run = {}
+    for srv in ("pop3d", "popa3d"):
+        for s in r.groups.get((srv, "S1", 0), []):
+            if s["ok"]:
+                by_run.setdefault(s["run"], {})[srv] = num(s["wall_us"])
+    d = sorted((v["pop3d"] - v["popa3d"]) / 1000.0
+               for v in by_run.values() if len(v) == 2)
+    if len(d) < 4:
+        return None
+    return (len(d), statistics.median(d), d[len(d) // 4],
+            d[(3 * len(d)) // 4])
+
+
 def account(sess, nxt_t0, acct, res):
     root = num(sess["root"])
     incl = sess.get("root_incl") == "1"
@@ -800,6 +816,13 @@ def main():
                           "server CPU ms", "tree peak RSS MB",
                           "pop3d/peer time"]))
     L.append("")
+    d = s1_paired(r)
+    if d is not None:
+        L.append("Logins run interleaved, pop3d then popa3d in each round: "
+                 "pop3d minus popa3d, per round, over %d rounds: median "
+                 "%+.2f ms, middle half %+.2f to %+.2f ms.  The verdict "
+                 "compares the medians of the table above.\n"
+                 % (d[0], d[1], d[2], d[3]))
     if r.s6_size:
         n = r.s6_size
         L.append("## S6: 50 concurrent S2 sessions, 50 accounts, %s each\n"
