@@ -35,12 +35,11 @@
 #endif
 
 /*
- * Inactivity timeout (-t).  RFC 1939 section 3: at least 10 minutes.
- * Before login a shorter bound applies: nobody types a password for
- * a minute, and an idle unauthenticated connection costs a process.
+ * Inactivity timeout (-t).  RFC 1939 section 3: at least 10 minutes,
+ * in every state: a mail client may connect, then ask its user for the
+ * password.  The front end's instance limit bounds idle connections.
  */
 #define DEFAULT_TIMEOUT		600
-#define LOGIN_TIMEOUT		60
 #define MAX_TIMEOUT		86400
 
 /*

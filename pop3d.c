@@ -1061,8 +1061,6 @@ main(int argc, char *argv[], char *envp[])
 	src = peer_lookup(STDIN_FILENO, peer, sizeof(peer));
 	log_info("connection from %s (%s)", peer, peer_source_name(src));
 	conf.timeout = opt.timeout;
-	conf.login_timeout = opt.timeout < LOGIN_TIMEOUT ? opt.timeout :
-	    LOGIN_TIMEOUT;
 	conf.cleartext_ok = !opt.require_tls || opt.secure ||
 	    peer_is_loopback(peer);
 	pw = privsep_user(opt.privsep_user);

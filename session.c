@@ -5,7 +5,8 @@
  * One table lists every command with the states it is valid in and its
  * argument policy; the loop enforces them, so a handler does only its
  * command's work.  Handlers return 0 when they answered +OK, -1 when they
- * answered -ERR; consecutive errors end the session at MAX_BAD_COMMANDS.
+ * answered -ERR.  Unknown, misplaced and malformed commands are bad
+ * commands: MAX_BAD_COMMANDS in a row end the session.
  */
 #include <sys/types.h>
 
@@ -131,11 +132,10 @@ put_listing(struct session *s, size_t i, const char *word, uint64_t size)
 	outbuf_put(&s->out, line, (size_t)(p - line));
 }
 
+/* One timer in every state: RFC 1939 section 3 exempts none. */
 static int
 timeout_ms(const struct session *s)
 {
-	if (s->state == STATE_AUTHORIZATION)
-		return s->conf->login_timeout * 1000;
 	return s->conf->timeout * 1000;
 }
 
@@ -161,7 +161,8 @@ session_greet(struct session *s)
 /*
  * Message numbers: the one place where the wire's 1..n becomes an index
  * 0..n-1.  Digits only (strtonum alone would take "+1" and " 1"), in
- * range, and not marked deleted (RFC 1939 section 5).
+ * range, and not marked deleted (RFC 1939 section 5; the wording of its
+ * DELE example).
  */
 static int
 message_index(struct session *s, const char *arg, size_t *idx)
@@ -170,13 +171,18 @@ message_index(struct session *s, const char *arg, size_t *idx)
 	long long	 n;
 	size_t		 count = maildrop_count(s->md);
 
-	if (arg[strspn(arg, "0123456789")] != '\0' || count == 0) {
+	if (arg[strspn(arg, "0123456789")] != '\0') {
+		reply(s, "-ERR invalid message number");
+		return -1;
+	}
+	/* An empty maildrop makes the range empty: every number fails. */
+	n = strtonum(arg, 1, (long long)count, &errstr);
+	if (errstr != NULL) {
 		reply(s, "-ERR no such message");
 		return -1;
 	}
-	n = strtonum(arg, 1, (long long)count, &errstr);
-	if (errstr != NULL || maildrop_is_deleted(s->md, (size_t)n - 1)) {
-		reply(s, "-ERR no such message");
+	if (maildrop_is_deleted(s->md, (size_t)n - 1)) {
+		reply(s, "-ERR message %lld already deleted", n);
 		return -1;
 	}
 	*idx = (size_t)n - 1;
@@ -549,11 +555,14 @@ cmd_top(struct session *s, int argc, char **argv)
 	(void)argc;
 	if (message_index(s, argv[0], &i) == -1)
 		return -1;
-	if (argv[1][strspn(argv[1], "0123456789")] != '\0' ||
-	    (lines = strtonum(argv[1], 0, LONG_MAX, &errstr), errstr != NULL)) {
+	if (argv[1][strspn(argv[1], "0123456789")] != '\0') {
 		reply(s, "-ERR invalid number of lines");
 		return -1;
 	}
+	/* More lines than any message has: all of it (RFC 1939 section 7). */
+	lines = strtonum(argv[1], 0, LONG_MAX, &errstr);
+	if (errstr != NULL)
+		lines = LONG_MAX;
 	reply(s, "+OK top of message follows");
 	return send_message(s, i, (long)lines);
 }
@@ -654,7 +663,6 @@ session_start_transaction(struct session *s, const char *user,
 		return -1;
 	}
 	s->state = STATE_TRANSACTION;
-	s->out.timeout_ms = s->conf->timeout * 1000;
 	setproctitle("%s [transaction]", safe);
 	maildrop_stat(s->md, &count, &octets);
 	reply(s, "+OK maildrop has %zu messages (%" PRIu64 " octets)", count,
@@ -734,11 +742,14 @@ dispatch(struct session *s, char *line)
 		bad_command(s, "syntax error");
 		return;
 	}
-	/* The handler has answered; the tenth error ends it silently. */
+	/*
+	 * The handler has answered.  Its -ERR is about the maildrop or the
+	 * login ("no such message"), a normal reply (RFC 1939 section 5),
+	 * not a bad command: a client retrying DELE over a stale listing
+	 * must not be cut off and lose its deletions.
+	 */
 	if (cmd->handler(s, argc, argv) == 0)
 		s->bad_commands = 0;
-	else if (++s->bad_commands >= MAX_BAD_COMMANDS)
-		s->end = END_BAD_COMMANDS;
 }
 
 static int64_t
@@ -764,8 +775,11 @@ next_line(struct session *s, char *line)
 
 	if (s->md != NULL)
 		maildrop_touch(s->md);
-	/* Pipelined: the line is here, no clock to read for a deadline. */
-	if (inbuf_has_line(&s->in))
+	/*
+	 * Pipelined: the line is here, no clock to read for a deadline.
+	 * Before login there is no lock to keep fresh: one wait.
+	 */
+	if (inbuf_has_line(&s->in) || s->md == NULL)
 		return inbuf_getline(&s->in, line, CMD_LINE_MAX, timeout_ms(s));
 	deadline = now_ms() + timeout_ms(s);
 	for (;;) {

@@ -49,7 +49,6 @@ enum login_verdict {
 
 struct session_config {
 	int	timeout;		/* inactivity timeout, seconds */
-	int	login_timeout;		/* the same before login */
 	int	cleartext_ok;		/* USER/PASS and PLAIN allowed */
 };
 

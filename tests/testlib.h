@@ -123,7 +123,6 @@ run_session_opts(const char *input, size_t len, const struct run_opts *o,
 	if (pid == 0) {
 		close(sv[0]);
 		conf.timeout = o->timeout ? o->timeout : 600;
-		conf.login_timeout = conf.timeout;
 		conf.cleartext_ok = !o->cleartext_refused;
 		session_init(&s, sv[1], sv[1], &conf);
 		s.login = test_login;

@@ -7,6 +7,7 @@ touched), and a login over TCP through systemd-socket-activate."""
 import base64
 import os
 import pwd
+import re
 import shutil
 import socket
 import statistics
@@ -242,6 +243,29 @@ def uid_procs(s, uid):
         except OSError:
             pass
     return out
+
+
+@test
+def test_timeout_before_login_is_the_session_timeout():
+    """RFC 1939 section 3: the autologout timer is at least 10 minutes in
+    every state.  A client may connect, then ask its user for the
+    password: the pre-login child waits as long as -t says (the default
+    600 s), seen in its poll() under strace, not a shorter bound."""
+    for args, want in (((), 600000), (("-t", "700"), 700000)):
+        log = os.path.join(WORK, "strace.timeout.log")
+        s = Server(args=args, wrap=["strace", "-f", "-o", log, "-e",
+                                    "trace=poll,ppoll"])
+        r = s.c.cmd("CAPA")
+        check(r.startswith("+OK"), "CAPA: %r" % r)
+        s.c.cmd("QUIT")
+        s.stop()
+        with open(log) as f:
+            waits = [int(m) for m in re.findall(
+                r"poll\(\[\{fd=0, events=POLLIN\}\], 1, (\d+)\)", f.read())]
+        info("pop3d %s: the pre-login child polls fd 0 with %s ms" %
+             (" ".join(args) or "(no -t)", sorted(set(waits))))
+        check(waits and all(w > want - 2000 and w <= want for w in waits),
+              "pre-login waits %s ms, want about %d" % (waits, want))
 
 
 @test
