@@ -628,7 +628,8 @@ open_spool(struct maildrop *md, const char *path)
  * mbox: a message starts with a "From " line at the start of the file
  * or after an empty line ("\n" or "\r\n"); that empty line separates
  * and belongs to no message, and one trailing empty line at the end of
- * the file is dropped too.  Content-Length: is not trusted.  LF and
+ * the file is dropped too.  Empty lines before the first message belong
+ * to none and stay; any other text there means the file is not a mbox.  Content-Length: is not trusted.  LF and
  * CRLF files are accepted, and a last line without newline.  The file
  * is read in FILE_CHUNK blocks and scanned line by line with memchr():
  * per line a few tests, per header line a few more, so a 500 MB spool
@@ -887,6 +888,12 @@ line_begin(struct scan *sc, const char *p, size_t n, int complete)
 			sc->pseudo = from_pseudo(p, n);
 		return msg_begin(sc);
 	}
+	/* Empty lines may come first (`echo > spool` leaves one); text not. */
+	if (!sc->have_msg && !sc->line_empty) {
+		sc->status = md_fail(sc->md, MD_SYSPERM, "not a mbox: text "
+		    "before the first From_ line");
+		return -1;
+	}
 	sc->hashing = 0;
 	sc->counting = 1;
 	if (sc->in_headers)
@@ -1098,7 +1105,6 @@ static enum md_status
 index_size(struct maildrop *md)
 {
 	struct stat	st;
-	char		head[FROM_LEN];
 
 	if (fstat(md->fd, &st) == -1)
 		return md_fail(md, MD_SYSTEMP, "fstat: %s", strerror(errno));
@@ -1106,13 +1112,6 @@ index_size(struct maildrop *md)
 		return md_fail(md, MD_SYSPERM, "MAX_MAILDROP_BYTES (%lld) "
 		    "exceeded", (long long)MAX_MAILDROP_BYTES);
 	md->size = st.st_size;
-	if (md->size == 0)
-		return MD_OK;
-	if (md->size < FROM_LEN ||
-	    pread_full(md->fd, head, FROM_LEN, 0) == -1 ||
-	    memcmp(head, FROM_LINE, FROM_LEN) != 0)
-		return md_fail(md, MD_SYSPERM, "not a mbox: no From_ line "
-		    "at the start");
 	return MD_OK;
 }
 

@@ -665,8 +665,40 @@ Test(maildrop, not_a_mbox_is_refused_and_untouched)
 {
 	check_refused("Hello\n", 6, MD_SYSPERM, "not a mbox");
 	check_refused("From", 4, MD_SYSPERM, "not a mbox");
-	check_refused("\nFrom a\n\nx\n", 11, MD_SYSPERM, "not a mbox");
+	check_refused("\n\nHello\n\nFrom a\n\nx\n", 20, MD_SYSPERM,
+	    "not a mbox");
+	check_refused(" \nFrom a\n\nx\n", 12, MD_SYSPERM, "not a mbox");
 	check_refused("from a\n\nx\n", 10, MD_SYSPERM, "not a mbox");
+}
+
+/*
+ * `echo > spool` leaves one newline, and an MDA then appends after it:
+ * empty lines before the first message are no message, and stay.
+ */
+Test(maildrop, empty_lines_before_the_first_message)
+{
+	struct maildrop	*md;
+	size_t		 n;
+	uint64_t	 octets;
+
+	put_mbox("\n");
+	md = md_open();
+	maildrop_stat(md, &n, &octets);
+	cr_assert(n == 0 && octets == 0, "%zu messages, %ju octets", n,
+	    (uintmax_t)octets);
+	md_commit(md);
+	maildrop_close(md);
+	check_file("\n");
+
+	put_mbox("\r\n\nFrom a\nS: 1\n\none\n\nFrom b\nS: 2\n\ntwo\n");
+	md = md_open();
+	maildrop_stat(md, &n, &octets);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(maildrop_size(md, 0), 13);	/* S: 1, empty, one; CRLF */
+	maildrop_delete(md, 0);
+	md_commit(md);
+	maildrop_close(md);
+	check_file("\r\n\nFrom b\nS: 2\n\ntwo\n");
 }
 
 Test(maildrop, symlink_is_refused)

@@ -3,8 +3,9 @@
  * a temp file (built with small read and reply buffers, see
  * params_small.h, so that a few kilobytes cross every chunk boundary),
  * and these must hold:
- *  - a file that is empty or starts with "From " opens; any other is
- *    refused with MD_SYSPERM, unchanged, with no lock left;
+ *  - a file that is empty lines only (LF or CRLF, or none), or empty
+ *    lines and then "From ", opens; any other is refused with
+ *    MD_SYSPERM, unchanged, with no lock left;
  *  - the message count is that of a plain reference scan (a From_ line
  *    at the start or after an empty line, a UW-IMAP pseudo-message
  *    first not counted), and STAT is the count and the sum of sizes;
@@ -14,8 +15,9 @@
  *    the first empty line and then exactly k more lines (or all);
  *  - UIDLs are 1-70 characters of 0x21-0x7E and unique;
  *  - after marking a pseudo-random subset (seeded by a hash of the
- *    input) and committing, the file is exactly the unmarked messages'
- *    bytes (From_ line to next From_ line), and reopened it lists the
+ *    input) and committing, the file is exactly the leading empty lines
+ *    and the unmarked messages' bytes (From_ line to next From_ line),
+ *    and reopened it lists the
  *    unmarked messages, each streaming byte-identically and keeping its
  *    UIDL (but for the ".k" suffix of identical messages, renumbered
  *    when an earlier twin goes); no lock file or journal is left;
@@ -165,7 +167,18 @@ ref_scan(const char *p, size_t len)
 			break;
 		q = nl + 1;
 	}
-	ref.pseudo = ref.n > 0 && ref_pseudo(p, end);
+	ref.pseudo = ref.n > 0 && ref_pseudo(p + ref.from[0], end);
+}
+
+/* Bytes of empty lines at the start of the file. */
+static size_t
+empty_prefix(const char *p, size_t len)
+{
+	const char	*q = p, *end = p + len;
+
+	while (empty_line(q, end))
+		q += *q == '\n' ? 1 : 2;
+	return (size_t)(q - p);
 }
 
 /* Stream message i (lines < 0: RETR) into got, raw. */
@@ -383,9 +396,10 @@ check_committed(const uint8_t *data, size_t size, size_t n, int app)
 	size_t	i, k, first = (size_t)ref.pseudo, start, end;
 
 	want.len = 0;
-	bytes_add(&want, "", 0);
+	bytes_add(&want, data, ref.n > 0 ? ref.from[0] : size);
 	if (ref.pseudo)
-		bytes_add(&want, data, ref.n > 1 ? ref.from[1] : size);
+		bytes_add(&want, data + ref.from[0],
+		    (ref.n > 1 ? ref.from[1] : size) - ref.from[0]);
 	for (i = 0; i < n; i++) {
 		if (seen[i].marked)
 			continue;
@@ -494,7 +508,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	seed = fnv1a(data, size);
 	st = maildrop_open(&md, spool, dup(journal_fd), why, sizeof(why));
 	if (st != MD_OK) {
-		if (size == 0 || (size >= 5 && memcmp(data, "From ", 5) == 0))
+		i = empty_prefix((const char *)data, size);
+		if (i == size || (size - i >= 5 &&
+		    memcmp(data + i, "From ", 5) == 0))
 			breach("a mbox refused: %s", why);
 		if (st != MD_SYSPERM)
 			breach("not a mbox, but status %d: %s", st, why);
@@ -504,6 +520,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_no_leftovers();
 		return 0;
 	}
+	i = empty_prefix((const char *)data, size);
+	if (i < size && (size - i < 5 || memcmp(data + i, "From ", 5) != 0))
+		breach("not a mbox, yet opened");
 	n = maildrop_count(md);
 	check_open(md, seed);
 	/* Mark, unmark all, mark again: RSET must leave no trace. */
