@@ -629,9 +629,10 @@ open_spool(struct maildrop *md, const char *path)
  * or after an empty line ("\n" or "\r\n"); that empty line separates
  * and belongs to no message, and one trailing empty line at the end of
  * the file is dropped too.  Empty lines before the first message belong
- * to none and stay; any other text there means the file is not a mbox.  Content-Length: is not trusted.  LF and
- * CRLF files are accepted, and a last line without newline.  The file
- * is read in FILE_CHUNK blocks and scanned line by line with memchr():
+ * to none and stay; any other text there means the file is not a mbox.
+ * Content-Length: is not trusted.  LF and CRLF files are accepted, and
+ * a last line without newline.  The file is read in FILE_CHUNK blocks
+ * and scanned line by line with memchr():
  * per line a few tests, per header line a few more, so a 500 MB spool
  * is indexed in well under a second from the page cache.  mmap() is
  * not used: touched pages would count in the session's RSS.
