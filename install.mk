@@ -27,8 +27,8 @@
 PRIVSEP_USER?=	pop3d
 INSTALL?=	install
 EXAMPLES=	inetd.conf xinetd.d/pop3 systemd/pop3d.socket \
-		systemd/pop3d@.service stunnel/pop3s.conf \
-		stunnel/pop3s-systemd.conf pam.d/pop3
+		systemd/pop3d@.service systemd/pop3d-recover.service \
+		stunnel/pop3s.conf stunnel/pop3s-systemd.conf pam.d/pop3
 EXDIR=		$(DESTDIR)$(DOCDIR)/examples
 # The binary: in $(O) when the Makefile builds out of tree.
 BIN=		$(if $(O),$(O)/$(PROG),$(PROG))

@@ -12,7 +12,10 @@
 /* PAM service name (-p). */
 #define DEFAULT_PAM_SERVICE	"pop3"
 
-/* Maildrop path template (-m): %u is the user name, %% a percent sign. */
+/*
+ * Maildrop path template (-m): %u is the user name, %h the home
+ * directory, %% a percent sign.
+ */
 #define DEFAULT_MAILDROP	"/var/mail/%u"
 
 /* Unprivileged user for the pre-authentication child (-u). */

@@ -721,19 +721,20 @@ wait_child(pid_t pid, int *status)
  * A session killed in the middle of a commit leaves the undo journal
  * behind; opening the maildrop rolls it back.  Do it now, as the user,
  * rather than at the next login, so that other readers of the spool
- * (mail readers, the MDA) see it whole again at once.
+ * (mail readers, the MDA) see it whole again at once.  0, or -1 if
+ * the spool could not be opened (so not rolled back: IN-USE, say).
  */
-static void
+static int
 recover_now(const struct passwd *pw, const char *path,
     struct dotlock_agent *agent, int private_fd)
 {
 	struct maildrop	*md;
 	char		 why[128];
-	int		 journal_fd, status;
+	int		 journal_fd, status = 0;
 	pid_t		 pid;
 
 	if ((journal_fd = open_journal(pw->pw_name)) == -1)
-		return;
+		return -1;
 	dotlock_agent_open(agent);
 	if ((pid = fork()) == 0) {
 		if (private_fd != -1)
@@ -741,17 +742,20 @@ recover_now(const struct passwd *pw, const char *path,
 		set_signals(SIG_DFL);
 		drop_privileges(pw->pw_uid, pw->pw_gid);
 		dotlock_agent_use(agent);
-		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) ==
-		    MD_OK)
-			maildrop_close(md);
-		else
+		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) !=
+		    MD_OK) {
 			log_warnx("recovery: %s", why);
+			_exit(1);
+		}
+		maildrop_close(md);
 		_exit(0);
 	}
 	close(journal_fd);
 	dotlock_agent_serve(agent, pid);
-	if (pid > 0)
-		wait_child(pid, &status);
+	if (pid == -1)
+		return -1;
+	wait_child(pid, &status);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 static void
@@ -780,7 +784,8 @@ copy_account(const struct passwd *src, struct passwd *dst)
 /*
  * -R, at boot before the MTA delivers: roll back every commit that a
  * crash or power loss interrupted, so that mail readers never meet a
- * half-moved spool (a login repairs only its own user's).
+ * half-moved spool (a login repairs only its own user's).  Exits 1 if
+ * one could not be, so that the boot unit shows as failed.
  */
 static int
 recover_all(const struct options *opt)
@@ -792,6 +797,7 @@ recover_all(const struct options *opt)
 	char		 path[PATH_MAX], safe[NAME_MAX * 4 + 1];
 	gid_t		 mail = mail_group();
 	DIR		*dir;
+	int		 failed = 0;
 
 	if ((dir = opendir(JOURNAL_DIR)) == NULL)
 		return errno == ENOENT ? 0 : (log_warn("%s", JOURNAL_DIR), 1);
@@ -807,17 +813,20 @@ recover_all(const struct options *opt)
 			continue;
 		}
 		if (expand_maildrop(opt->maildrop, &account, path,
-		    sizeof(path)) == -1)
+		    sizeof(path)) == -1) {
 			log_warnx("journal of %s: no maildrop path", safe);
-		else {
+			failed = 1;
+		} else {
 			log_info("journal of %s: recovering %s", safe, path);
 			dotlock_agent_init(&agent, &account, path, mail);
-			recover_now(&account, path, &agent, dirfd(dir));
+			if (recover_now(&account, path, &agent,
+			    dirfd(dir)) == -1)
+				failed = 1;
 		}
 		free_account(&account);
 	}
 	closedir(dir);
-	return 0;
+	return failed;
 }
 
 static void __attribute__((noreturn))
@@ -883,7 +892,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
 		    WTERMSIG(status));
-		recover_now(pw, path, &agent, -1);
+		(void)recover_now(pw, path, &agent, -1);
 	}
 	auth_end(auth);
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);

@@ -44,6 +44,7 @@ Then a normal session must leave the spool undone or done, as above.
 Prints how many fault points were tried and how many passed.
 """
 
+import fcntl
 import os
 import re
 import select
@@ -799,6 +800,39 @@ def test_boot_recovery_after_server_crash_each_commit_call():
             after_failure()
     check(not failures, "%d boot recovery points failed:\n%s"
           % (len(failures), "\n".join(failures)))
+
+
+@test
+def test_boot_recovery_that_cannot_lock_exits_1():
+    """`pop3d -R` must not report success for a spool it could not roll
+    back (here another process holds its fcntl lock): exit 1, journal
+    kept; once the lock is free, exit 0 and the spool whole again."""
+    points = commit_points()
+    check(points, "no commit points")
+    retry_stalled("boot recovery, spool locked", lambda: commit_run(
+        points[len(points) // 2], "sigkill", monitor="freeze"))
+    jpath = os.path.join(JOURNAL_DIR, USER)
+    check(os.path.exists(jpath) and os.path.getsize(jpath) > 0,
+          "the crash left no journal to roll back")
+    fd = os.open(spool_path(USER), os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        r = subprocess.run([POP3D, "-d", "-R"], capture_output=True,
+                           text=True, timeout=30)
+    finally:
+        os.close(fd)
+    info("pop3d -R with the spool locked: exit %d, %s" % (
+        r.returncode, r.stderr.strip().splitlines()[-1:]))
+    check(r.returncode == 1, "pop3d -R exited %d with the spool locked"
+          % r.returncode)
+    check(os.path.getsize(jpath) > 0, "journal gone though not rolled back")
+    r = subprocess.run([POP3D, "-d", "-R"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 0, "pop3d -R exited %d: %s" % (r.returncode,
+                                                         r.stderr))
+    data = read_spool(USER)
+    check(state_name(data) is not None, "after pop3d -R: "
+          + torn_detail(data))
 
 
 @test
