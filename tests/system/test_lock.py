@@ -19,7 +19,7 @@ import time
 from pop3sys import (HERE, PYTHON, U_LOCK, WORK, Server, check, info,
                      lock_path, login_session, main, make_message,
                      parse_mbox, proc_ids, read_spool, run, spawn,
-                     spool_path, test,
+                     spool_path, test, wait_for,
                      write_spool)
 
 USER = U_LOCK
@@ -323,6 +323,12 @@ def test_released_after_sigterm_parent():
     check_released("after SIGTERM to the monitor (parent) process")
 
 
+def session_gone(pid, timeout):
+    """Whether pid has exited (its fds go then, zombie or not) in time."""
+    return wait_for(lambda: not os.path.exists("/proc/%d/fd/0" % pid),
+                    timeout)
+
+
 @test
 def test_sigkill_session_dotlock_removed_by_the_monitor():
     # The dot-lock holds the monitor's pid, not the session's, so that it
@@ -335,10 +341,7 @@ def test_sigkill_session_dotlock_removed_by_the_monitor():
     os.kill(s.pid, signal.SIGSTOP)
     try:
         os.kill(sp, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while os.path.exists("/proc/%d/fd/0" % sp):  # gone when it exits
-            check(time.monotonic() < deadline, "session did not die")
-            time.sleep(0.01)
+        check(session_gone(sp, 5), "session did not die")
         st = lock_state()
         check(not st["fcntl"] and not st["flock"], "kernel locks held "
               "after SIGKILL: %s" % st)
@@ -429,11 +432,7 @@ def test_session_ends_when_the_monitor_dies():
     sp = s.session_pid(USER)
     os.kill(s.pid, signal.SIGKILL)
     s.wait()
-    deadline = time.monotonic() + 5
-    while os.path.exists("/proc/%d/fd/0" % sp):
-        check(time.monotonic() < deadline, "the session outlived its "
-              "monitor by 5 s")
-        time.sleep(0.01)
+    check(session_gone(sp, 5), "the session outlived its monitor by 5 s")
     st = lock_state()
     check(not st["fcntl"] and not st["flock"], "kernel locks held after "
           "the session ended: %s" % st)
