@@ -250,6 +250,9 @@ class Results:
             wall = num(s.get("wall_us"))
             s["xfer_us"] = max(1, wall - num(s.get("greet_us")) -
                                num(s.get("login_us")))
+            host = num(s.get("host_ms"))
+            s["steal_pct"] = (100.0 * num(s.get("steal_ms")) / host
+                              if host > 0 and "steal_ms" in s else None)
         self.groups = collections.defaultdict(list)
         for s in self.sessions:
             self.groups[(s["server"], s["test"], num(s["size"]))].append(s)
@@ -315,6 +318,24 @@ class Results:
         return ("pipelined" if all(x.get("pipelined") == "1" for x in g)
                 else "lock-step")
 
+    def per_run_of_ceiling(self, server, test, size):
+        """Each run's MB/s as a share of the ceiling measured just before
+        it (`cat` runs before every S2 run), with the host's steal share
+        in both: [(percent, steal %, ceiling's steal %)]."""
+        cat = {x.get("run"): x
+               for x in self.groups.get(("cat-%d" % size, "sink", size), [])
+               if x["ok"]}
+        out = []
+        for x in self.groups.get((server, test, size), []):
+            c = cat.get("%s.%s" % (test, x.get("run")))
+            if not x["ok"] or c is None or not num(c.get("wall_us")):
+                continue
+            rate = num(x.get("wire")) / x["xfer_us"]
+            crate = num(c.get("wire")) / num(c.get("wall_us"))
+            out.append((100.0 * rate / crate, x["steal_pct"],
+                        c["steal_pct"]))
+        return out
+
     def mbps(self, server, test, size):
         wire = self.stat(server, test, size, "wire")
         x = self.stat(server, test, size, "xfer_us")
@@ -364,7 +385,8 @@ def scenario_table(r, test, with_rate):
                         if r.stat(srv, test, n, "cpu_ns") is not None
                         else None), "", 1),
                     fmt(mb(r.stat(srv, test, n, "tree_kb")), "", 1),
-                    fmt(mb(r.stat(srv, test, n, "proc_kb")), "", 1)]
+                    fmt(mb(r.stat(srv, test, n, "proc_kb")), "", 1),
+                    fmt(r.stat(srv, test, n, "steal_pct"), " %", 0)]
             if srv != "pop3d":
                 p = r.stat("pop3d", test, n, "wall_us")
                 row.append(fmt(ratio(p, wall), "x", 2))
@@ -375,7 +397,7 @@ def scenario_table(r, test, with_rate):
     if with_rate:
         header += ["MB/s", "of ceiling"]
     header += ["server CPU ms", "tree peak RSS MB", "largest process MB",
-               "pop3d/peer time"]
+               "host steal", "pop3d/peer time"]
     return table(rows, header)
 
 
@@ -529,16 +551,26 @@ def targets(r, nagle_worst, growth):
                   % (fmt(p, "", 0), fmt(q, "", 0),
                      fmt(p / q if p and q else None, "", 1),
                      rate_note("S2l", n), rate_note("S2p", n))))
+        # Judged on each run against the ceiling measured just before
+        # it (the median of those shares), not on a median of each: the
+        # host's speed drifts from one minute to the next.
         c = r.ceiling(n)
-        ok = None if p is None or c is None else p >= 0.5 * c
+        runs = r.per_run_of_ceiling("pop3d", "S2", n)
+        share = med([x[0] for x in runs])
+        ok = None if share is None else share >= 50
         fl = r.floor_ms(n)
         b = num(r.mbox.get(n, {}).get("bytes"))
         pl = r.mbps("pop3d", "S2l", n)
         t.append(("S2 throughput >= 50 %% of ceiling, %s" % size_label(r, n),
-                  verdict(ok), "%s of %s MB/s (%s %%); lock-step: %s MB/s "
+                  verdict(ok), "median share %s; medians %s of %s MB/s "
+                  "(%s %%); each run against the ceiling just before it: "
+                  "%s; lock-step: %s MB/s "
                   "(%s %%), the lock-step floor allows %s %%" % (
-                      fmt(p, "", 0), fmt(c, "", 0),
+                      fmt(share, " %", 0), fmt(p, "", 0), fmt(c, "", 0),
                       fmt(100.0 * p / c if p and c else None, "", 0),
+                      ", ".join("%.0f %% (host steal %s, ceiling's %s)" % (
+                          x[0], fmt(x[1], " %", 0), fmt(x[2], " %", 0))
+                          for x in runs) or "n/a",
                       fmt(pl, "", 0),
                       fmt(100.0 * pl / c if pl and c else None, "", 0),
                       fmt(100.0 * b / c / 1000.0 / fl if fl and c else None,
@@ -730,6 +762,15 @@ def main():
                  "idle share seen was %d %%, the lowest %d %%.\n" % (
                      m.get("nice", "0"), m.get("idle_wait_ms", "?"),
                      m.get("idle_pct", "?"), med(idle), min(idle)))
+    steal = [s["steal_pct"] for s in r.sessions
+             if s.get("steal_pct") is not None and s["test"] != "S1"]
+    if steal:
+        L.append("The machine is a VM: during the sessions (S1 aside) its "
+                 "hypervisor took a median of %.0f %% of its CPU time "
+                 "(steal, from /proc/stat), %.0f %% at most; the tables "
+                 "show each point's median as *host steal*.  A session "
+                 "that lost much of its time this way is slower for "
+                 "reasons of the host.\n" % (med(steal), max(steal)))
     if r.acct.dropped:
         L.append("**Warning**: %d batches of exit records were dropped; "
                  "CPU and RSS may be low.\n" % r.acct.dropped)
@@ -755,12 +796,14 @@ def main():
                      fmt(p, "", 0), fmt(r.rtt_us(n), "", 1),
                      fmt(fl, "", 0),
                      fmt(100.0 * b / c / 1000.0 / fl if fl and c else None,
+                         " %", 0),
+                     fmt(r.stat("cat-%d" % n, "sink", n, "steal_pct"),
                          " %", 0)])
     L.append(table(rows, ["mbox", "cat wall ms", "cat MB/s",
                           "client CPU / wall", "client parsing RETR "
                           "replies, MB/s", "lock-step round trip us",
                           "lock-step S2 floor ms",
-                          "floor's share of the ceiling"]))
+                          "floor's share of the ceiling", "host steal"]))
     L.append("\nThe client is not the bottleneck: it sinks `cat` at the "
              "rate above with the CPU share shown, and parses the same "
              "bytes framed as RETR replies (CRLF, byte-stuffed, one "
