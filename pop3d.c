@@ -367,7 +367,10 @@ pad_failure(const struct timespec *start)
 		;
 }
 
-/* The user name is a path component: refuse what could escape. */
+/*
+ * The user name is a path component: refuse what could escape.  A home
+ * directory that is not absolute (or empty) would make a relative path.
+ */
 static int
 expand_maildrop(const char *tmpl, const struct passwd *pw, char *buf,
     size_t len)
@@ -376,6 +379,8 @@ expand_maildrop(const char *tmpl, const struct passwd *pw, char *buf,
 	char		 one[2] = { 0, 0 };
 
 	if (strchr(pw->pw_name, '/') != NULL || pw->pw_name[0] == '.')
+		return -1;
+	if (strstr(tmpl, "%h") != NULL && pw->pw_dir[0] != '/')
 		return -1;
 	buf[0] = '\0';
 	for (p = tmpl; *p != '\0'; p++) {
@@ -396,13 +401,16 @@ expand_maildrop(const char *tmpl, const struct passwd *pw, char *buf,
 	return 0;
 }
 
-/* Checked at startup, so that a typo is found before the first login. */
+/*
+ * Checked at startup, so that a typo is found before the first login:
+ * absolute, or in the home directory (%h/Maildrop), which is absolute.
+ */
 static int
 template_valid(const char *tmpl)
 {
 	const char	*p;
 
-	if (tmpl[0] != '/')
+	if (tmpl[0] != '/' && strncmp(tmpl, "%h", 2) != 0)
 		return 0;
 	for (p = tmpl; (p = strchr(p, '%')) != NULL; p += 2)
 		if (p[1] != 'u' && p[1] != 'h' && p[1] != '%')
@@ -1038,8 +1046,9 @@ parse_options(int argc, char *argv[], struct options *opt)
 	if (optind != argc)
 		usage();
 	if (!template_valid(opt->maildrop))
-		errx(1, "maildrop template %s: must be an absolute path "
-		    "using only %%u, %%h and %%%%", opt->maildrop);
+		errx(1, "maildrop template %s: must be an absolute path or "
+		    "start with %%h, and use only %%u, %%h and %%%%",
+		    opt->maildrop);
 }
 
 int

@@ -397,6 +397,40 @@ def test_maildrop_in_a_users_own_directory_locked_by_the_session():
 
 
 @test
+def test_maildrop_in_the_home_directory():
+    # -m %h/...: the README's and the unit file's example of a maildrop
+    # in the home directory; the template starts with %h, not "/".
+    u = pwd.getpwnam(USER)
+    home = os.path.join(WORK, "home-" + USER)
+    shutil.rmtree(home, ignore_errors=True)
+    os.mkdir(home, 0o755)
+    os.chown(home, u.pw_uid, u.pw_gid)
+    spool = os.path.join(home, "inbox")
+    with open(spool, "wb") as f:
+        f.write(ORIG)
+    os.chown(spool, u.pw_uid, u.pw_gid)
+    os.chmod(spool, 0o600)
+    in_var_mail = read_spool(USER)
+    run(["usermod", "-d", home, USER])
+    try:
+        s, _ = login_session(USER, args=["-m", "%h/inbox"])
+        check(s.c.cmd("STAT").startswith("+OK %d " % len(MSGS)),
+              "STAT of the maildrop in the home directory")
+        check(s.c.cmd("DELE 1").startswith("+OK"), "DELE 1")
+        check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
+        check(s.wait() is not None, "pop3d did not exit")
+        with open(spool, "rb") as f:
+            check(f.read() == b"".join(MSGS[1:]),
+                  "QUIT did not remove exactly message 1")
+        check(not os.path.exists(spool + ".lock"), "dot-lock left")
+        check(read_spool(USER) == in_var_mail,
+              "the spool in /var/mail was touched")
+    finally:
+        run(["usermod", "-d", u.pw_dir, USER])
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@test
 def test_maildrop_path_through_a_link_to_var_mail():
     # -m through a symbolic link to the spool directory (as
     # /var/spool/mail is on some systems): resolved, it is /var/mail,
