@@ -150,6 +150,8 @@ struct scan {
 	int		 skip_header;	/* header not hashed */
 	int		 pseudo;	/* PSEUDO_* marks of the first message */
 	int		 prev_empty;	/* the previous line was */
+	int		 body_hashed;	/* no Message-ID: hash the body too */
+	uint64_t	 empties;	/* body's empty lines not hashed yet */
 	off_t		 prev_empty_at;
 	int		 prev_empty_bare;
 	int		 partial_last;	/* last line: no newline */
@@ -645,16 +647,22 @@ open_spool(struct maildrop *md, const char *path)
  *	  X-Keywords:, X-IMAP:, X-IMAPbase:, Content-Length: and Lines:
  *	  (names case-insensitive; continuation lines follow their
  *	  header), which local mail readers rewrite,
+ *	- if the headers have no Message-ID:, the body (up to the empty
+ *	  line before the next From_ line or the end of the file),
  *	- the body's size as sent (8 bytes, little-endian),
- * with every line end hashed as LF, so CRLF and LF copies match.  Only
- * header bytes are hashed.  The k-th message (k >= 2) in file order
- * with the hash of an earlier one gets ".k" appended, so byte-identical
- * messages differ.  An id survives sessions, the deletion of other
- * messages and those header edits.  Limits: two identical messages
- * swap ids if the first is deleted and the second kept; an edit of
- * any other header or of the body size gives a new id (the message
- * is downloaded again, never lost).  An X-UIDL: header is never read:
- * anyone who sends mail controls it.
+ * with every line end hashed as LF, so CRLF and LF copies match.  A
+ * Message-ID (with the Received: lines an MTA adds) tells deliveries
+ * apart without hashing the bodies, a quarter of the index time;
+ * without one (a script piped into an MDA), same-second deliveries
+ * differ only in their bodies, and a reused id would make a client
+ * delete a message it never fetched.  The k-th message (k >= 2) in
+ * file order with the hash of an earlier one gets ".k" appended, so
+ * byte-identical messages differ.  An id survives sessions, the
+ * deletion of other messages and those header edits.  Limits: two
+ * identical messages swap ids if the first is deleted and the second
+ * kept; an edit of any other header or of the body gives a new id (the
+ * message is downloaded again, never lost).  An X-UIDL: header is never
+ * read: anyone who sends mail controls it.
  */
 
 /* Headers that mail readers rewrite; they must not change a UIDL. */
@@ -772,6 +780,8 @@ header_begin(struct scan *sc, const char *p, size_t n)
 	}
 	/* RFC 5322 section 2.2.3: a continuation starts with WSP. */
 	if (p[0] != ' ' && p[0] != '\t') {
+		if (n >= 11 && strncasecmp(p, "Message-ID:", 11) == 0)
+			sc->body_hashed = 0;
 		sc->skip_header = header_unhashed(p, n);
 		if (sc->md->nmsgs == 0)
 			sc->pseudo |= header_pseudo(p, n);
@@ -798,6 +808,32 @@ msg_store(struct scan *sc)
 	}
 	md->msgs[md->nmsgs++] = sc->cur;
 	return 0;
+}
+
+/*
+ * Empty body lines are hashed when a line of text follows: only then is
+ * it known that they are the message's and not the separator before
+ * the next From_ line (or the end of the file).
+ */
+static void
+hash_empties(struct scan *sc, uint64_t n)
+{
+	static const char lfs[64] = {
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n' };
+	size_t	k;
+
+	for (; n > 0; n -= k) {
+		k = n < sizeof(lfs) ? n : sizeof(lfs);
+		hash_bytes(sc, lfs, k);
+	}
+	sc->empties = 0;
 }
 
 /* The UIDL hash ends with the body's size as sent. */
@@ -841,6 +877,10 @@ msg_close(struct scan *sc)
 	}
 	m->from_len = (uint32_t)(sc->text - m->from);
 	m->hdr_len = (uint32_t)(sc->hdr_end - sc->text);
+	/* The empty line that ends the message belongs to none. */
+	if (sc->body_hashed)
+		hash_empties(sc, sc->empties - (sc->prev_empty &&
+		    sc->empties > 0));
 	hash_finish(sc, m->octets - sc->hdr_octets);
 	return msg_store(sc);
 }
@@ -869,6 +909,8 @@ msg_begin(struct scan *sc)
 	sc->skip_header = 0;
 	sc->bare = 0;
 	sc->partial_last = 0;
+	sc->body_hashed = 1;
+	sc->empties = 0;
 	XXH3_128bits_reset(sc->ctx);
 	return 0;
 }
@@ -899,6 +941,14 @@ line_begin(struct scan *sc, const char *p, size_t n, int complete)
 	sc->counting = 1;
 	if (sc->in_headers)
 		header_begin(sc, p, n);
+	else if (!sc->body_hashed)
+		return 0;
+	else if (sc->line_empty)
+		sc->empties++;
+	else {
+		hash_empties(sc, sc->empties);
+		sc->hashing = 1;
+	}
 	return 0;
 }
 
@@ -998,17 +1048,25 @@ long_line_more(struct scan *sc, const char *p, const char *stop, int nl)
 static const char *
 scan_body(struct scan *sc, const char *p, const char *end)
 {
-	const char	*nl;
+	const char	*nl, *run = p;
 	uint64_t	 bare = sc->bare;
 	off_t		 off = sc->off;
 
 	while ((nl = memchr(p, '\n', end - p)) != NULL) {
 		if (nl == p || (nl == p + 1 && p[0] == '\r'))
 			break;
-		bare += nl[-1] != '\r';
+		if (nl[-1] != '\r')
+			bare++;
+		else if (sc->body_hashed) {
+			/* Hashed as LF: the run up to the CR, then on. */
+			hash_bytes(sc, run, nl - 1 - run);
+			run = nl;
+		}
 		off += nl + 1 - p;
 		p = nl + 1;
 	}
+	if (sc->body_hashed)
+		hash_bytes(sc, run, p - run);
 	sc->bare = bare;
 	sc->off = off;
 	return p;

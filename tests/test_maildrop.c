@@ -1277,6 +1277,76 @@ Test(maildrop, uidl_stable_across_mail_reader_header_edits)
 	maildrop_close(md);
 }
 
+/*
+ * Mail piped straight into an MDA by a script has no Message-ID: two
+ * alerts delivered in the same second differ only in the body.  If
+ * they shared an id, a client that fetched and deleted the first would
+ * take the second for seen (RFC 1939 section 7: ids are not reused),
+ * and getmail or fetchmail would delete it unread.
+ */
+Test(maildrop, uidl_without_message_id_hashes_the_body)
+{
+	struct maildrop	*md;
+	char		 u1[UIDL_BUFSIZE], u2[UIDL_BUFSIZE];
+	static const char a[] = "From alert@vm Sun Nov 22 11:40:00 2026\n"
+	    "Subject: disk alert\n\ndisk /var at 91%\n\n";
+	static const char b[] = "From alert@vm Sun Nov 22 11:40:00 2026\n"
+	    "Subject: disk alert\n\ndisk /srv at 97%\n";
+
+	put_mbox(a);
+	md = md_open();
+	maildrop_uidl(md, 0, u1);
+	maildrop_close(md);
+	/* The first was fetched and deleted; the second comes. */
+	put_mbox(b);
+	md = md_open();
+	maildrop_uidl(md, 0, u2);
+	cr_assert_str_neq(u1, u2, "the id of a deleted message reused");
+	maildrop_close(md);
+	/* Body lines as in a CRLF file, and empty lines inside it. */
+	put_mbox("From alert@vm Sun Nov 22 11:40:00 2026\r\n"
+	    "Subject: disk alert\r\n\r\ndisk /srv at 97%\r\n\r\n");
+	md = md_open();
+	cr_assert_str_eq(maildrop_uidl(md, 0, fx.why), u2);
+	maildrop_close(md);
+	put_mbox("From a\nS: 1\n\nx\n\ny\n\n");
+	md = md_open();
+	maildrop_uidl(md, 0, u1);
+	maildrop_close(md);
+	put_mbox("From a\nS: 1\n\nx\ny\n\n\n");
+	md = md_open();
+	cr_assert_str_neq(maildrop_uidl(md, 0, fx.why), u1,
+	    "an empty body line was not hashed");
+	maildrop_close(md);
+}
+
+/* The empty line before the next From_ line is not the message's. */
+Test(maildrop, uidl_unchanged_when_the_message_becomes_the_last)
+{
+	struct maildrop	*md;
+	char		 u[2][UIDL_BUFSIZE];
+	int		 i;
+
+	put_mbox("From a\nS: 1\n\nx\n\n\nFrom b\nS: 2\n\ny\n\n\n\n"
+	    "From c\nS: 3\n\nz\n");
+	md = md_open();
+	for (i = 0; i < 2; i++)
+		maildrop_uidl(md, i, u[i]);
+	maildrop_delete(md, 2);
+	md_commit(md);
+	maildrop_close(md);
+	md = md_open();
+	cr_assert_eq(maildrop_count(md), 2);
+	cr_assert_str_eq(maildrop_uidl(md, 1, fx.why), u[1]);
+	maildrop_delete(md, 1);
+	md_commit(md);
+	maildrop_close(md);
+	md = md_open();
+	cr_assert_eq(maildrop_count(md), 1);
+	cr_assert_str_eq(maildrop_uidl(md, 0, fx.why), u[0]);
+	maildrop_close(md);
+}
+
 Test(maildrop, uidl_never_read_from_x_uidl)
 {
 	struct maildrop	*md;
