@@ -79,6 +79,13 @@ static const struct command commands[] = {
 static void	reply(struct session *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 
+/* "1 message", "2 messages". */
+static const char *
+plural(size_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
 /* One status line; replies never echo client bytes. */
 static void
 reply(struct session *s, const char *fmt, ...)
@@ -472,7 +479,8 @@ cmd_quit(struct session *s, int argc, char **argv)
 		return 0;
 	}
 	maildrop_stat(s->md, &count, &octets);
-	reply(s, "+OK POP3 server signing off (%zu messages left)", count);
+	reply(s, "+OK POP3 server signing off (%zu message%s left)", count,
+	    plural(count));
 	return 0;
 }
 
@@ -502,7 +510,8 @@ cmd_list(struct session *s, int argc, char **argv)
 		return 0;
 	}
 	maildrop_stat(s->md, &count, &octets);
-	reply(s, "+OK %zu messages (%" PRIu64 " octets)", count, octets);
+	reply(s, "+OK %zu message%s (%" PRIu64 " octets)", count,
+	    plural(count), octets);
 	count = maildrop_count(s->md);
 	for (i = 0; i < count; i++)
 		if (!maildrop_is_deleted(s->md, i))
@@ -603,8 +612,8 @@ cmd_rset(struct session *s, int argc, char **argv)
 	s->deleted = 0;
 	s->deleted_octets = 0;
 	maildrop_stat(s->md, &count, &octets);
-	reply(s, "+OK maildrop has %zu messages (%" PRIu64 " octets)", count,
-	    octets);
+	reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)",
+	    count, plural(count), octets);
 	return 0;
 }
 
@@ -665,8 +674,8 @@ session_start_transaction(struct session *s, const char *user,
 	s->state = STATE_TRANSACTION;
 	setproctitle("%s [transaction]", safe);
 	maildrop_stat(s->md, &count, &octets);
-	reply(s, "+OK maildrop has %zu messages (%" PRIu64 " octets)", count,
-	    octets);
+	reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)",
+	    count, plural(count), octets);
 	return 0;
 }
 

@@ -143,7 +143,7 @@ Test(session, deleted_message_is_gone_for_every_command)
 	    "-ERR message 1 already deleted\r\n"
 	    "-ERR message 1 already deleted\r\n"
 	    "-ERR message 1 already deleted\r\n+OK 1 24\r\n"
-	    "+OK 1 messages (24 octets)\r\n2 24\r\n.\r\n"
+	    "+OK 1 message (24 octets)\r\n2 24\r\n.\r\n"
 	    "+OK maildrop has 2 messages (58 octets)\r\n+OK 2 58\r\n");
 	expect_mbox_unchanged();
 }
@@ -175,7 +175,7 @@ Test(session, dele_then_quit_deletes)
 	char	*now;
 
 	expect(LOGIN "DELE 1\r\nQUIT\r\n", LOGGED_IN "+OK message 1 deleted\r\n"
-	    "+OK POP3 server signing off (1 messages left)\r\n");
+	    "+OK POP3 server signing off (1 message left)\r\n");
 	now = read_file(fx.mbox, NULL);
 	cr_assert_str_eq(now, "From bob@example.org Sat Nov 21 10:01:00 2026\n"
 	    "Subject: two\n\nSecond\n");
@@ -352,7 +352,7 @@ Test(session, no_such_message_is_not_a_bad_command)
 	    "-ERR message 1 already deleted\r\n"
 	    "-ERR no such message\r\n-ERR no such message\r\n"
 	    "-ERR no such message\r\n-ERR no such message\r\n"
-	    "+OK POP3 server signing off (1 messages left)\r\n");
+	    "+OK POP3 server signing off (1 message left)\r\n");
 	now = read_file(fx.mbox, NULL);
 	cr_assert_str_eq(now, "From bob@example.org Sat Nov 21 10:01:00 2026\n"
 	    "Subject: two\n\nSecond\n");
@@ -477,9 +477,9 @@ Test(session, last_line_without_newline_still_ends_crlf_dot_crlf)
 
 	write_file(fx.mbox, mbox, sizeof(mbox) - 1);
 	expect(LOGIN "LIST 1\r\nRETR 1\r\nQUIT\r\n", GREETING "+OK\r\n"
-	    "+OK maildrop has 1 messages (26 octets)\r\n+OK 1 26\r\n"
+	    "+OK maildrop has 1 message (26 octets)\r\n+OK 1 26\r\n"
 	    "+OK 26 octets\r\nSubject: x\r\n\r\nno newline\r\n.\r\n"
-	    "+OK POP3 server signing off (1 messages left)\r\n");
+	    "+OK POP3 server signing off (1 message left)\r\n");
 }
 
 Test(session, empty_maildrop)

@@ -369,11 +369,12 @@ check_stat_line(const struct model *m, const char *line, const char *fmt,
 		snprintf(want, sizeof(want), "+OK %zu %llu", n,
 		    (unsigned long long)o);
 	else if (strcmp(fmt, "list") == 0)
-		snprintf(want, sizeof(want), "+OK %zu messages (%llu octets)",
-		    n, (unsigned long long)o);
+		snprintf(want, sizeof(want), "+OK %zu message%s (%llu "
+		    "octets)", n, n == 1 ? "" : "s", (unsigned long long)o);
 	else
-		snprintf(want, sizeof(want), "+OK maildrop has %zu messages "
-		    "(%llu octets)", n, (unsigned long long)o);
+		snprintf(want, sizeof(want), "+OK maildrop has %zu message%s "
+		    "(%llu octets)", n, n == 1 ? "" : "s",
+		    (unsigned long long)o);
 	if (strcmp(line, want) != 0)
 		breach("%s: \"%s\", model says \"%s\"", what, line, want);
 }
@@ -504,7 +505,7 @@ reply_quit(struct model *m, const char *line)
 	}
 	n = count_listed(m, &octets);
 	snprintf(want, sizeof(want), "+OK POP3 server signing off (%zu "
-	    "messages left)", n);
+	    "message%s left)", n, n == 1 ? "" : "s");
 	if (strcmp(line, want) != 0)
 		breach("QUIT: \"%s\", want \"%s\"", line, want);
 	m->committed = 1;
