@@ -2069,10 +2069,33 @@ commit_recheck(struct maildrop *md, off_t *oldsize)
 	return MD_OK;
 }
 
+/*
+ * Nothing may have been appended since step 0: our locks keep MDAs out,
+ * but one that broke the dot-lock of a dead monitor would lose its mail
+ * to the truncation.  (Only the moment between this and ftruncate() is
+ * left open to it.)
+ */
+static int
+check_not_appended(const struct maildrop *md, const struct plan *pl)
+{
+	struct stat	st;
+
+	if (fstat(md->fd, &st) == -1)
+		return -1;
+	if (st.st_size != pl->oldsize) {
+		errno = EBUSY;
+		return -1;
+	}
+	return 0;
+}
+
 /* Step 1. */
 static enum md_status
 commit_truncate(struct maildrop *md, const struct plan *pl)
 {
+	if (check_not_appended(md, pl) == -1)
+		return md_fail(md, MD_SYSTEMP, "spool written by another "
+		    "process: %s", strerror(errno));
 	if (ftruncate(md->fd, pl->start) == -1)
 		return md_fail(md, MD_SYSTEMP, "ftruncate: %s",
 		    strerror(errno));
@@ -2160,6 +2183,9 @@ commit_journaled(struct maildrop *md, const struct plan *pl)
 	}
 	if (compact(md, pl) == -1)
 		return commit_undo(md, &jh, "compaction", errno);
+	if (check_not_appended(md, pl) == -1)
+		return commit_undo(md, &jh, "spool written by another process",
+		    errno);
 	if (ftruncate(md->fd, pl->newsize) == -1)
 		return commit_undo(md, &jh, "ftruncate", errno);
 	/* Truncated: done for every reader; the journal decides later. */

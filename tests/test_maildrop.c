@@ -39,7 +39,8 @@ enum fault_mode {
 	FAULT_CRASH,		/* _exit() instead of call k: kill -9 */
 	FAULT_CRASH_TORN,	/* half of write k done, then _exit() */
 	FAULT_ERROR,		/* call k fails with fault.error */
-	FAULT_ERROR_ALL		/* call k and every later one fail */
+	FAULT_ERROR_ALL,	/* call k and every later one fail */
+	FAULT_APPEND		/* before call k, another process appends */
 };
 
 static struct {
@@ -48,7 +49,12 @@ static struct {
 	int		calls;
 	int		hit;
 	int		error;
+	const char	*call;		/* the wrapper that hit */
 } fault;
+
+/* What FAULT_APPEND adds: a delivery by an MDA that broke the locks. */
+static const char	late_mail[] = "From late\nS: l\n\nlate mail\n";
+static const char	*fault_path;
 
 #define CRASH_STATUS	77
 
@@ -64,15 +70,27 @@ fault_arm(enum fault_mode mode, int target, int error)
 
 /* 1: fail this call, 2: tear it; or does not return. */
 static int
-fault_check(void)
+fault_check_in(const char *call)
 {
+	int	fd;
+
 	if (fault.mode == FAULT_OFF)
 		return 0;
 	if (++fault.calls < fault.target)
 		return 0;
-	if (fault.mode == FAULT_ERROR && fault.calls != fault.target)
+	if ((fault.mode == FAULT_ERROR || fault.mode == FAULT_APPEND) &&
+	    fault.calls != fault.target)
 		return 0;
 	fault.hit = 1;
+	fault.call = call;
+	if (fault.mode == FAULT_APPEND) {
+		fd = open(fault_path, O_WRONLY | O_APPEND);
+		if (fd == -1 || write(fd, late_mail, sizeof(late_mail) - 1) !=
+		    (ssize_t)sizeof(late_mail) - 1)
+			abort();
+		close(fd);
+		return 0;
+	}
 	if (fault.mode == FAULT_CRASH)
 		_exit(CRASH_STATUS);
 	if (fault.mode == FAULT_CRASH_TORN)
@@ -84,7 +102,7 @@ fault_check(void)
 ssize_t
 pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-	switch (fault_check()) {
+	switch (fault_check_in("pwrite")) {
 	case 1:
 		return -1;
 	case 2:
@@ -97,7 +115,7 @@ pwrite(int fd, const void *buf, size_t n, off_t off)
 int
 fsync(int fd)
 {
-	int	r = fault_check();
+	int	r = fault_check_in("fsync");
 
 	if (r == 2)
 		_exit(CRASH_STATUS);
@@ -107,7 +125,7 @@ fsync(int fd)
 int
 ftruncate(int fd, off_t len)
 {
-	int	r = fault_check();
+	int	r = fault_check_in("ftruncate");
 
 	if (r == 2)
 		_exit(CRASH_STATUS);
@@ -119,7 +137,7 @@ static int	writeback_calls;
 int
 sync_file_range(int fd, off_t off, off_t n, unsigned int flags)
 {
-	int	r = fault_check();
+	int	r = fault_check_in("sync_file_range");
 
 	writeback_calls++;
 	if (r == 2)
@@ -1779,6 +1797,55 @@ Test(maildrop, eio_from_every_write_call_on)
 	/* The rollback fails too: the journal must repair it later. */
 	error_matrix(1, FAULT_ERROR_ALL, EIO);
 	error_matrix(1 | 4, FAULT_ERROR_ALL, EIO);
+}
+
+/*
+ * An MDA that breaks the locks (the dot-lock of a monitor killed in the
+ * middle of a commit) appends before write-type call k: its mail must
+ * survive, and the commit must not be done around it.  The moment
+ * inside ftruncate() itself is left out: nothing can close it.
+ */
+static void
+append_matrix(unsigned mask)
+{
+	struct crash_case	c;
+	enum md_status		st;
+	char			*got, *want;
+	size_t			len;
+	int			k, tried = 0;
+
+	crash_case_init(&c, mask);
+	fault_path = fx.mbox;
+	for (k = 1; k < 200; k++) {
+		write_file(fx.mbox, c.all, strlen(c.all));
+		cr_assert(ftruncate(fx.jfd, 0) == 0);
+		fault_arm(FAULT_APPEND, k, 0);
+		st = crash_commit(&c);
+		fault.mode = FAULT_OFF;
+		if (!fault.hit)
+			break;
+		got = read_file(fx.mbox, &len);
+		if (strcmp(fault.call, "ftruncate") != 0) {
+			tried++;
+			cr_assert(asprintf(&want, "%s%s", st == MD_OK ? c.want :
+			    c.all, late_mail) > 0);
+			cr_assert(len == strlen(want) &&
+			    memcmp(got, want, len) == 0, "append before %s "
+			    "(call %d), commit %s: mail lost or spool damaged",
+			    fault.call, k, st == MD_OK ? "done" : "refused");
+			free(want);
+		}
+		free(got);
+		cr_assert_eq(file_size(fx.journal), 0, "journal left, k=%d", k);
+	}
+	cr_assert(tried > 3 && k < 200, "k=%d tried=%d", k, tried);
+	crash_case_free(&c);
+}
+
+Test(maildrop, append_during_commit_is_kept)
+{
+	append_matrix(1);	/* the head deleted */
+	append_matrix(1 | 4);	/* scattered */
 }
 
 /* Mail delivered between the crash and the next session stays. */
