@@ -401,11 +401,26 @@ sleep_ms(long ms)
  */
 
 static int	dotlock_agent = -1;	/* the monitor's socket, or none */
+static int	locks_kept;		/* see maildrop_locks_kept() */
 
 void
 maildrop_use_dotlock_agent(int sock)
 {
 	dotlock_agent = sock;
+}
+
+/*
+ * For the recovery after a session was killed: the monitor has kept
+ * the dead session's dot-lock (pop3d.c, dotlock_agent_release()), so no
+ * one who follows the policy writes the spool; one may hold the fcntl
+ * or flock lock while it waits for the dot-lock.  The dot-lock is then
+ * taken first, and a kernel lock that is busy is gone without: waiting
+ * for it would only end in a deadlock, and the half-moved spool left.
+ */
+void
+maildrop_locks_kept(void)
+{
+	locks_kept = 1;
 }
 
 /* One request to the monitor; its answer is liblockfile's result. */
@@ -523,6 +538,23 @@ lock_retry(struct maildrop *md, enum lock_try (*try)(struct maildrop *),
 	}
 }
 
+/* The kernel locks after a kept dot-lock: see maildrop_locks_kept(). */
+static enum md_status
+lock_kernel_if_free(struct maildrop *md, const char *path)
+{
+	enum lock_try	f, l;
+
+	if ((f = lock_fcntl(md)) == LOCK_ERROR)
+		return md_fail(md, MD_SYSTEMP, "fcntl: %s", strerror(errno));
+	if ((l = lock_flock(md)) == LOCK_ERROR)
+		return md_fail(md, MD_SYSTEMP, "flock: %s", strerror(errno));
+	if (f == LOCK_BUSY || l == LOCK_BUSY)
+		log_info("%s: %s held by another process, waiting for the "
+		    "dot-lock: going on without it", path,
+		    f == LOCK_BUSY ? "fcntl lock" : "flock lock");
+	return MD_OK;
+}
+
 /* Take the three locks; what was taken is released by maildrop_close(). */
 static enum md_status
 lock_spool(struct maildrop *md, const char *path)
@@ -543,6 +575,8 @@ lock_spool(struct maildrop *md, const char *path)
 		return md_fail(md, MD_SYSTEMP, "out of memory");
 	}
 	clock_gettime(MD_CLOCK, &start);
+	if (locks_kept && lock_dot(md) == LOCK_TAKEN)
+		return lock_kernel_if_free(md, path);
 	for (i = 0; i < sizeof(locks) / sizeof(locks[0]); i++) {
 		switch (lock_retry(md, locks[i].try, &start)) {
 		case LOCK_TAKEN:

@@ -64,6 +64,8 @@ int	maildrop_send(struct maildrop *, size_t msg, long lines,
 #define DOTLOCK_TAKE	'L'
 #define DOTLOCK_DROP	'U'
 void	maildrop_use_dotlock_agent(int sock);
+/* Recovery after a killed session: its dot-lock was kept for us. */
+void	maildrop_locks_kept(void);
 /* Keep the dot-lock fresh; cheap enough to call after every command. */
 void	maildrop_touch(struct maildrop *);
 /* For the tests: 0 sends with SSE2 even where the CPU has AVX2; 1: AVX2

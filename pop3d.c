@@ -645,11 +645,7 @@ dotlock_agent_answer(struct dotlock_agent *a, short revents)
  * until its end of the socket is closed (it could have passed that on).
  * SIGCHLD is let in only inside ppoll(), so that an exit cannot slip
  * between the check and the wait.  A lock the child did not give back
- * (it was killed) is removed then, before any recovery: that takes the
- * fcntl lock first, and an MDA may hold the fcntl lock while it waits
- * for the dot-lock, so that keeping it would make the recovery give up
- * (an MDA that appends to a half-moved spool meanwhile loses nothing:
- * the journal is rolled back around it).
+ * (it was killed) stays taken: see dotlock_agent_release().
  */
 static void
 dotlock_agent_serve(struct dotlock_agent *a, pid_t pid)
@@ -686,6 +682,20 @@ dotlock_agent_serve(struct dotlock_agent *a, pid_t pid)
 	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	close(a->sock[0]);
 	a->sock[0] = a->sock[1] = -1;
+}
+
+/*
+ * Remove the lock if a child left it.  A session killed in the middle
+ * of a commit leaves a half-moved spool: its lock is kept until the
+ * recovery has rolled the spool back, so that no one who follows
+ * Debian's order (fcntl, then the dot-lock: an MDA, a mail reader)
+ * sees the spool before.  Such a program may hold the fcntl lock the
+ * dead session's kernel locks gave way to, while it waits for this
+ * one; the recovery then goes on without it (maildrop_locks_kept()).
+ */
+static void
+dotlock_agent_release(struct dotlock_agent *a)
+{
 	if (a->held && dotlock_answer(a, DOTLOCK_DROP) != 0)
 		log_warn("%s", a->lockpath);
 }
@@ -750,6 +760,8 @@ recover_now(const struct passwd *pw, const char *path,
 		set_signals(SIG_DFL);
 		drop_privileges(pw->pw_uid, pw->pw_gid);
 		dotlock_agent_use(agent);
+		if (agent->held && agent->sock[1] != -1)
+			maildrop_locks_kept();
 		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) !=
 		    MD_OK) {
 			log_warnx("recovery: %s", why);
@@ -760,6 +772,7 @@ recover_now(const struct passwd *pw, const char *path,
 	}
 	close(journal_fd);
 	dotlock_agent_serve(agent, pid);
+	dotlock_agent_release(agent);
 	if (pid == -1)
 		return -1;
 	wait_child(pid, &status);
@@ -902,6 +915,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    WTERMSIG(status));
 		(void)recover_now(pw, path, &agent, -1);
 	}
+	dotlock_agent_release(&agent);
 	auth_end(auth);
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }

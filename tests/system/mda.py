@@ -7,13 +7,15 @@ Opens the spool first and then waits for its locks, as an MDA blocked
 behind a POP3 session does: fcntl() (blocking), the dot-lock SPOOL.lock
 through the setgid helper dotlockfile (-p: our pid inside, so a lock
 whose holder died is broken at once, as liblockfile does), flock()
-(blocking).  Appends the message, fsyncs, unlocks in reverse order.
+(blocking).  Prints the SHA-256 of the spool as it finds it with all
+three locks, appends the message, fsyncs, unlocks in reverse order.
 If the session replaced the spool by another inode meanwhile, the
 message goes to the unlinked file and is lost: the test sees that.
 Prints one line per step with a monotonic time stamp.
 """
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -37,6 +39,8 @@ def main():
     step("dotlock")
     fcntl.flock(fd, fcntl.LOCK_EX)
     step("flock")
+    with open(spool, "rb") as f:
+        step("saw " + hashlib.sha256(f.read()).hexdigest())
     done = 0
     while done < len(msg):
         done += os.write(fd, msg[done:])

@@ -45,6 +45,7 @@ Prints how many fault points were tried and how many passed.
 """
 
 import fcntl
+import hashlib
 import os
 import re
 import select
@@ -212,11 +213,17 @@ def start_mda():
 
 
 def finish_mda(p):
+    """Wait for the MDA; the spool's state when it had the locks."""
     try:
         out, _ = p.communicate(timeout=20)
     except subprocess.TimeoutExpired:
         raise Failure("MDA still blocked 20 s after the session died")
     check(p.returncode == 0, "MDA failed: %r" % out[-300:])
+    m = re.search(rb" saw ([0-9a-f]{64})", out)
+    check(m, "MDA output without the spool's hash: %r" % out[-300:])
+    return {hashlib.sha256(ORIG).hexdigest(): "undone",
+            hashlib.sha256(COMMITTED).hexdigest(): "done"}.get(
+                m.group(1).decode(), "torn")
 
 
 def state_name(data, extra=b""):
@@ -283,7 +290,11 @@ def commit_run(point, mode, monitor=None, mda=False):
             raise Failure("strace did not end")
         tracer.stderr.close()
     if waiting is not None:
-        finish_mda(waiting)
+        # Debian's order, fcntl then the dot-lock: the dot-lock is kept
+        # until the spool is whole again, so the MDA never sees it torn.
+        saw = finish_mda(waiting)
+        check(saw != "torn", "the MDA got the locks on a half-moved "
+              "spool")
     if point is not None:
         check(injected(log, point, mode), "fault not injected: the "
               "session made other calls than in the dry run")
