@@ -2074,6 +2074,48 @@ commit_plan(const struct maildrop *md, off_t oldsize, struct plan *pl)
 	return 1;
 }
 
+/* 1 if a From_ line starts at off, 0 if not, -1 on a read error. */
+static int
+from_line_at(struct maildrop *md, off_t off)
+{
+	char	head[FROM_LEN];
+
+	if (pread_full(md->fd, head, sizeof(head), off) == -1)
+		return errno == ENODATA ? 0 : -1;
+	return memcmp(head, FROM_LINE, FROM_LEN) == 0;
+}
+
+/*
+ * Step 0, continued: the offsets of the index still hold.  Our locks
+ * keep out all who follow the policy; a program that takes none and
+ * changes a message's length would shift every later byte, and a
+ * compaction by the old offsets would cut mail.  Where the commit cuts
+ * (each start of a run of marked or of kept messages) a From_ line
+ * must still start, and so must mail appended since the index if the
+ * last message goes.  Other changes move with the bytes around them.
+ */
+static enum md_status
+commit_offsets_hold(struct maildrop *md, const struct plan *pl)
+{
+	size_t	i;
+	int	r = 1;
+
+	for (i = pl->first; i < md->nmsgs && r == 1; i++)
+		if (i == pl->first ||
+		    md->msgs[i].deleted != md->msgs[i - 1].deleted)
+			r = from_line_at(md, md->msgs[i].from);
+	/* Mail after the last message moves with it, unless that goes. */
+	if (r == 1 && md->msgs[md->nmsgs - 1].deleted &&
+	    pl->appended < pl->oldsize)
+		r = from_line_at(md, pl->appended);
+	if (r == -1)
+		return md_fail(md, MD_SYSTEMP, "read: %s", strerror(errno));
+	if (r == 0)
+		return md_fail(md, MD_SYSTEMP, "maildrop changed by a program "
+		    "that took no lock; nothing removed");
+	return MD_OK;
+}
+
 /* Whether everything from the first marked message on goes. */
 static int
 commit_tail_only(const struct maildrop *md, const struct plan *pl)
@@ -2243,6 +2285,8 @@ commit_marked(struct maildrop *md)
 		return st;
 	if (!commit_plan(md, oldsize, &pl))
 		return MD_OK;
+	if ((st = commit_offsets_hold(md, &pl)) != MD_OK)
+		return st;
 	if (commit_tail_only(md, &pl))
 		return commit_truncate(md, &pl);
 	return commit_journaled(md, &pl);

@@ -1848,6 +1848,49 @@ Test(maildrop, append_during_commit_is_kept)
 	append_matrix(1 | 4);	/* scattered */
 }
 
+/*
+ * A program that takes no lock lengthens message 1 during the session
+ * (by 11 bytes): a commit by the old offsets would cut the wrong bytes.
+ * It must refuse and leave the file as that program left it, unless
+ * every cut still falls on a From_ line (then the change moves along).
+ */
+Test(maildrop, commit_refused_when_offsets_moved)
+{
+	static const char orig[] = "From a\nS: 1\n\none\n\n"
+	    "From b\nS: 2\n\ntwo\n\nFrom c\nS: 3\n\nthree\n";
+	static const char edited[] = "From a\nS: 1\n\none INSERTED\n\n"
+	    "From b\nS: 2\n\ntwo\n\nFrom c\nS: 3\n\nthree\n";
+	static const char late_edit[] = "From a\nS: 1\n\none\n\n"
+	    "From b\nS: 2\n\ntwo\n\nFrom c\nS: 3\n\nthree INSERTED\n";
+	struct maildrop	*md;
+	size_t		 del, len;
+	char		*got;
+
+	for (del = 1; del <= 2; del++) {	/* moved; a truncation */
+		put_mbox(orig);
+		md = md_open();
+		maildrop_delete(md, del);
+		put_mbox(edited);
+		cr_assert_eq(maildrop_commit(md, fx.why, sizeof(fx.why)),
+		    MD_SYSTEMP, "message %zu: commit by stale offsets", del);
+		maildrop_close(md);
+		got = read_file(fx.mbox, &len);
+		cr_assert_str_eq(got, edited, "message %zu", del);
+		free(got);
+		cr_assert_eq(file_size(fx.journal), 0);
+	}
+	/* After the last cut: message 3 moves whole, its change with it. */
+	put_mbox(orig);
+	md = md_open();
+	maildrop_delete(md, 0);
+	put_mbox(late_edit);
+	md_commit(md);
+	maildrop_close(md);
+	got = read_file(fx.mbox, &len);
+	cr_assert_str_eq(got, late_edit + strlen("From a\nS: 1\n\none\n\n"));
+	free(got);
+}
+
 /* Mail delivered between the crash and the next session stays. */
 Test(maildrop, crash_then_delivery_then_recovery)
 {
