@@ -1295,6 +1295,18 @@ Test(maildrop, uidl_stable_across_mail_reader_header_edits)
 	maildrop_close(md);
 }
 
+/* The UIDL of the first message of a spool of these bytes. */
+static void
+first_uidl(const char *mbox, char *u)
+{
+	struct maildrop	*md;
+
+	put_mbox(mbox);
+	md = md_open();
+	maildrop_uidl(md, 0, u);
+	maildrop_close(md);
+}
+
 /*
  * Mail piped straight into an MDA by a script has no Message-ID: two
  * alerts delivered in the same second differ only in the body.  If
@@ -1304,38 +1316,22 @@ Test(maildrop, uidl_stable_across_mail_reader_header_edits)
  */
 Test(maildrop, uidl_without_message_id_hashes_the_body)
 {
-	struct maildrop	*md;
 	char		 u1[UIDL_BUFSIZE], u2[UIDL_BUFSIZE];
-	static const char a[] = "From alert@vm Sun Nov 22 11:40:00 2026\n"
-	    "Subject: disk alert\n\ndisk /var at 91%\n\n";
-	static const char b[] = "From alert@vm Sun Nov 22 11:40:00 2026\n"
-	    "Subject: disk alert\n\ndisk /srv at 97%\n";
+	char		 u3[UIDL_BUFSIZE];
 
-	put_mbox(a);
-	md = md_open();
-	maildrop_uidl(md, 0, u1);
-	maildrop_close(md);
+	first_uidl("From alert@vm Sun Nov 22 11:40:00 2026\n"
+	    "Subject: disk alert\n\ndisk /var at 91%\n\n", u1);
 	/* The first was fetched and deleted; the second comes. */
-	put_mbox(b);
-	md = md_open();
-	maildrop_uidl(md, 0, u2);
+	first_uidl("From alert@vm Sun Nov 22 11:40:00 2026\n"
+	    "Subject: disk alert\n\ndisk /srv at 97%\n", u2);
 	cr_assert_str_neq(u1, u2, "the id of a deleted message reused");
-	maildrop_close(md);
 	/* Body lines as in a CRLF file, and empty lines inside it. */
-	put_mbox("From alert@vm Sun Nov 22 11:40:00 2026\r\n"
-	    "Subject: disk alert\r\n\r\ndisk /srv at 97%\r\n\r\n");
-	md = md_open();
-	cr_assert_str_eq(maildrop_uidl(md, 0, fx.why), u2);
-	maildrop_close(md);
-	put_mbox("From a\nS: 1\n\nx\n\ny\n\n");
-	md = md_open();
-	maildrop_uidl(md, 0, u1);
-	maildrop_close(md);
-	put_mbox("From a\nS: 1\n\nx\ny\n\n\n");
-	md = md_open();
-	cr_assert_str_neq(maildrop_uidl(md, 0, fx.why), u1,
-	    "an empty body line was not hashed");
-	maildrop_close(md);
+	first_uidl("From alert@vm Sun Nov 22 11:40:00 2026\r\n"
+	    "Subject: disk alert\r\n\r\ndisk /srv at 97%\r\n\r\n", u3);
+	cr_assert_str_eq(u3, u2);
+	first_uidl("From a\nS: 1\n\nx\n\ny\n\n", u1);
+	first_uidl("From a\nS: 1\n\nx\ny\n\n\n", u2);
+	cr_assert_str_neq(u1, u2, "an empty body line was not hashed");
 }
 
 /* The empty line before the next From_ line is not the message's. */
