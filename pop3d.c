@@ -380,8 +380,6 @@ expand_maildrop(const char *tmpl, const struct passwd *pw, char *buf,
 
 	if (strchr(pw->pw_name, '/') != NULL || pw->pw_name[0] == '.')
 		return -1;
-	if (strstr(tmpl, "%h") != NULL && pw->pw_dir[0] != '/')
-		return -1;
 	buf[0] = '\0';
 	for (p = tmpl; *p != '\0'; p++) {
 		if (*p != '%') {
@@ -389,7 +387,7 @@ expand_maildrop(const char *tmpl, const struct passwd *pw, char *buf,
 			add = one;
 		} else if (*++p == 'u')
 			add = pw->pw_name;
-		else if (*p == 'h')
+		else if (*p == 'h' && pw->pw_dir[0] == '/')
 			add = pw->pw_dir;
 		else if (*p == '%')
 			add = "%";

@@ -1332,6 +1332,11 @@ Test(maildrop, uidl_without_message_id_hashes_the_body)
 	first_uidl("From a\nS: 1\n\nx\n\ny\n\n", u1);
 	first_uidl("From a\nS: 1\n\nx\ny\n\n\n", u2);
 	cr_assert_str_neq(u1, u2, "an empty body line was not hashed");
+	/* A header, and the same line as the body of one without it. */
+	first_uidl("From a\nS: 1\nMessage-ID: <m@x>\n\n"
+	    "xxxxxxxxxxxxxxxxx\n", u1);
+	first_uidl("From a\nS: 1\n\nMessage-ID: <m@x>\n", u2);
+	cr_assert_str_neq(u1, u2, "headers and body hashed alike");
 }
 
 /* The empty line before the next From_ line is not the message's. */

@@ -30,7 +30,9 @@ def main():
     spool, msgfile = sys.argv[1], sys.argv[2]
     with open(msgfile, "rb") as f:
         msg = f.read()
-    fd = os.open(spool, os.O_WRONLY | os.O_APPEND)
+    # Read-write: the spool is read through this descriptor, since
+    # closing any other one of this file would drop our fcntl lock.
+    fd = os.open(spool, os.O_RDWR | os.O_APPEND)
     step("opened")
     fcntl.lockf(fd, fcntl.LOCK_EX)
     step("fcntl")
@@ -39,8 +41,14 @@ def main():
     step("dotlock")
     fcntl.flock(fd, fcntl.LOCK_EX)
     step("flock")
-    with open(spool, "rb") as f:
-        step("saw " + hashlib.sha256(f.read()).hexdigest())
+    h, off = hashlib.sha256(), 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, off)
+        if not chunk:
+            break
+        h.update(chunk)
+        off += len(chunk)
+    step("saw " + h.hexdigest())
     done = 0
     while done < len(msg):
         done += os.write(fd, msg[done:])
