@@ -1327,6 +1327,7 @@ journal_restore(struct maildrop *md, const struct jheader *jh)
 	off_t	done, n;
 
 	for (done = 0; done < (off_t)jh->datalen; done += n) {
+		maildrop_touch(md);	/* a long copy must not look stale */
 		n = chunk_len(jh->datalen - done);
 		if (pread_full(md->journal_fd, md->buf, n,
 		    JOURNAL_HDR_SIZE + done) == -1 ||
@@ -1348,6 +1349,7 @@ journal_copy(struct maildrop *md, struct jheader *jh)
 		return -1;
 	XXH3_64bits_reset(ctx);
 	for (done = 0; done < (off_t)jh->datalen; done += n) {
+		maildrop_touch(md);
 		n = chunk_len(jh->datalen - done);
 		if (pread_full(md->fd, md->buf, n, jh->start + done) == -1 ||
 		    pwrite_full(md->journal_fd, md->buf, n,
@@ -2190,6 +2192,7 @@ copy_down(struct maildrop *md, off_t src, off_t end, off_t *dst)
 	off_t	n;
 
 	for (; src < end; src += n, *dst += n) {
+		maildrop_touch(md);
 		n = chunk_len(end - src);
 		if (pread_full(md->fd, md->buf, n, src) == -1 ||
 		    pwrite_full(md->fd, md->buf, n, *dst) == -1 ||

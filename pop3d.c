@@ -549,6 +549,32 @@ dotlock_as_user(struct dotlock_agent *a, char request)
 	return r;
 }
 
+/*
+ * Whether the lock file still holds our pid (liblockfile's L_PID): a
+ * program that breaks locks by their age alone (postfix after 500 s)
+ * may have taken it over while we kept it.  Read as root in a
+ * directory only root and group mail can write (trusted_spool_dir()).
+ */
+static int
+dotlock_still_ours(const struct dotlock_agent *a)
+{
+	char		 buf[32];
+	const char	*errstr;
+	ssize_t		 n;
+	int		 fd;
+
+	if ((fd = open(a->lockpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC)) == -1)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return strtonum(buf, 1, INT_MAX, &errstr) == getpid();
+}
+
 static int
 dotlock_answer(struct dotlock_agent *a, char request)
 {
@@ -556,7 +582,7 @@ dotlock_answer(struct dotlock_agent *a, char request)
 
 	switch (request) {
 	case DOTLOCK_TAKE:
-		if (a->held)
+		if (a->held && dotlock_still_ours(a))
 			return L_SUCCESS;	/* already ours */
 		r = dotlock_as_user(a, request);
 		a->held = r == L_SUCCESS;
@@ -564,6 +590,13 @@ dotlock_answer(struct dotlock_agent *a, char request)
 	case DOTLOCK_DROP:
 		if (!a->held)
 			return L_ERROR;
+		if (!dotlock_still_ours(a)) {
+			/* Not ours to remove any more. */
+			log_warnx("%s: taken over by another program",
+			    a->lockpath);
+			a->held = 0;
+			return L_SUCCESS;
+		}
 		r = dotlock_as_user(a, request);
 		a->held = r != 0;
 		return r;

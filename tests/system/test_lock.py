@@ -431,6 +431,32 @@ def test_maildrop_in_the_home_directory():
 
 
 @test
+def test_dotlock_taken_over_is_not_removed():
+    # A program that breaks dot-locks by their age alone (postfix after
+    # 500 s) may take the lock over while the session holds it; at the
+    # end the monitor must not remove that program's lock.
+    fresh()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        s, _ = login_session(USER)
+        check(read_lock() is not None and
+              read_lock().strip() == b"%d" % s.pid, "dot-lock not taken")
+        with open(lock_path(USER), "wb") as f:
+            f.write(b"%d\n" % other.pid)
+        check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
+        check(s.wait() is not None, "pop3d did not exit")
+        check(read_lock() == b"%d\n" % other.pid,
+              "the monitor removed a lock it no longer held: %r"
+              % read_lock())
+        check("taken over by another program" in s.log_text(),
+              "not logged")
+    finally:
+        other.kill()
+        other.wait()
+        fresh()
+
+
+@test
 def test_maildrop_path_through_a_link_to_var_mail():
     # -m through a symbolic link to the spool directory (as
     # /var/spool/mail is on some systems): resolved, it is /var/mail,
