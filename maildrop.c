@@ -810,9 +810,13 @@ header_begin(struct scan *sc, const char *p, size_t n)
 	if (sc->line_empty) {
 		sc->in_headers = 0;
 		sc->line_hdr_end = 1;
-		/* So that a header and a body line hash apart. */
+		/*
+		 * Hashed as an empty body line, so that a header and a
+		 * body line hash apart; like one, only once text follows
+		 * (it may be the separator before the next From_ line).
+		 */
 		if (sc->body_hashed)
-			hash_bytes(sc, "\n", 1);
+			sc->empties++;
 		return;
 	}
 	/* RFC 5322 section 2.2.3: a continuation starts with WSP. */

@@ -1364,6 +1364,10 @@ Test(maildrop, uidl_unchanged_when_the_message_becomes_the_last)
 	cr_assert_eq(maildrop_count(md), 1);
 	cr_assert_str_eq(maildrop_uidl(md, 0, fx.why), u[0]);
 	maildrop_close(md);
+	/* Headers only, at the end; then mail comes after a blank line. */
+	first_uidl("From a\nS: 1\n", u[0]);
+	first_uidl("From a\nS: 1\n\nFrom b\nS: 2\n\nx\n", u[1]);
+	cr_assert_str_eq(u[0], u[1], "the separator was hashed");
 }
 
 Test(maildrop, uidl_never_read_from_x_uidl)
