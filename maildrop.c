@@ -859,21 +859,8 @@ msg_store(struct scan *sc)
 static void
 hash_empties(struct scan *sc, uint64_t n)
 {
-	static const char lfs[64] = {
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
-	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n' };
-	size_t	k;
-
-	for (; n > 0; n -= k) {
-		k = n < sizeof(lfs) ? n : sizeof(lfs);
-		hash_bytes(sc, lfs, k);
-	}
+	for (; n > 0; n--)
+		hash_bytes(sc, "\n", 1);
 	sc->empties = 0;
 }
 

@@ -99,6 +99,20 @@ fault_check_in(const char *call)
 	return 1;
 }
 
+/*
+ * A commit's reads count too, for FAULT_APPEND only: a delivery may come
+ * before any of them (the index's are left out, as crash_commit() does).
+ */
+static int	commit_reads_count;
+
+ssize_t
+pread(int fd, void *buf, size_t n, off_t off)
+{
+	if (commit_reads_count && fault.mode == FAULT_APPEND)
+		(void)fault_check_in("pread");
+	return syscall(SYS_pread64, fd, buf, n, off);
+}
+
 ssize_t
 pwrite(int fd, const void *buf, size_t n, off_t off)
 {
@@ -1650,7 +1664,9 @@ crash_commit(const struct crash_case *c)
 			maildrop_delete(md, i);
 	fault.calls = 0;
 	fault.hit = 0;
+	commit_reads_count = 1;
 	st = maildrop_commit(md, fx.why, sizeof(fx.why));
+	commit_reads_count = 0;
 	/* Closing clears the journal: faults there count too. */
 	maildrop_close(md);
 	fault.mode = FAULT_OFF;
@@ -1811,7 +1827,7 @@ Test(maildrop, eio_from_every_write_call_on)
  * inside ftruncate() itself is left out: nothing can close it.
  */
 static void
-append_matrix(unsigned mask)
+append_matrix(unsigned mask, int min_tried)
 {
 	struct crash_case	c;
 	enum md_status		st;
@@ -1843,14 +1859,15 @@ append_matrix(unsigned mask)
 		free(got);
 		cr_assert_eq(file_size(fx.journal), 0, "journal left, k=%d", k);
 	}
-	cr_assert(tried > 3 && k < 200, "k=%d tried=%d", k, tried);
+	cr_assert(tried >= min_tried && k < 200, "k=%d tried=%d", k, tried);
 	crash_case_free(&c);
 }
 
 Test(maildrop, append_during_commit_is_kept)
 {
-	append_matrix(1);	/* the head deleted */
-	append_matrix(1 | 4);	/* scattered */
+	append_matrix(1, 4);	/* the head deleted */
+	append_matrix(1 | 4, 4);	/* scattered */
+	append_matrix(8, 2);	/* the last: one truncation */
 }
 
 /*
