@@ -99,6 +99,7 @@ msg_hdr_end(const struct msg *m)
 
 struct maildrop {
 	int		 fd;		/* -1: no spool file */
+	char		*path;
 	int		 journal_fd;	/* -1: none */
 	int		 journal_done;	/* commit complete, journal to clear */
 	char		*lockpath;	/* PATH.lock */
@@ -184,8 +185,9 @@ struct plan {
  * the data follows the block.  Native byte order: the journal never
  * leaves the machine that wrote it.
  */
-#define JOURNAL_MAGIC		"POP3DJ1"
+#define JOURNAL_MAGIC		"POP3DJ2"
 #define JOURNAL_HDR_SIZE	4096
+#define JOURNAL_SPOOL_MAX	3072	/* a longer path is not recorded */
 struct jheader {
 	char		magic[8];
 	uint64_t	dev, ino;	/* the spool's */
@@ -195,13 +197,15 @@ struct jheader {
 	uint64_t	tail_hash;	/* XXH3 of [N, S0) */
 	uint64_t	datalen;	/* N - P */
 	uint64_t	data_hash;	/* XXH3 of the data */
+	char		spool[JOURNAL_SPOOL_MAX]; /* its path, or "" */
 	uint64_t	hdr_hash;	/* XXH3 of the fields above */
 };
 /* journal_write() builds the header block in md->buf. */
 _Static_assert(FILE_CHUNK + SCAN_HEAD >= JOURNAL_HDR_SIZE,
     "read buffer smaller than a journal header block");
-_Static_assert(offsetof(struct jheader, hdr_hash) == 72 &&
-    sizeof(struct jheader) == 80, "journal header has padding");
+_Static_assert(offsetof(struct jheader, hdr_hash) == 72 + JOURNAL_SPOOL_MAX &&
+    sizeof(struct jheader) == 80 + JOURNAL_SPOOL_MAX &&
+    sizeof(struct jheader) <= JOURNAL_HDR_SIZE, "journal header has padding");
 
 /* What journal_load() found. */
 enum journal_state {
@@ -1277,7 +1281,8 @@ journal_sane(const struct jheader *jh, off_t jsize)
 	if (memcmp(jh->magic, JOURNAL_MAGIC, sizeof(JOURNAL_MAGIC)) != 0 ||
 	    copy.hdr_hash != jh->hdr_hash)
 		return 0;
-	return jh->start <= jh->newsize && jh->newsize < jh->oldsize &&
+	return memchr(jh->spool, '\0', sizeof(jh->spool)) != NULL &&
+	    jh->start <= jh->newsize && jh->newsize < jh->oldsize &&
 	    jh->datalen == jh->newsize - jh->start &&
 	    jh->oldsize <= (uint64_t)MAX_MAILDROP_BYTES &&
 	    (uint64_t)jsize >= JOURNAL_HDR_SIZE + jh->datalen;
@@ -1369,6 +1374,8 @@ journal_write(struct maildrop *md, const struct plan *pl, struct jheader *jh)
 	jh->newsize = pl->newsize;
 	jh->oldsize = pl->oldsize;
 	jh->datalen = pl->newsize - pl->start;
+	if (strlen(md->path) < sizeof(jh->spool))
+		memcpy(jh->spool, md->path, strlen(md->path) + 1);
 	if (hash_range(md, md->fd, pl->newsize, pl->oldsize - pl->newsize,
 	    &jh->tail_hash) == -1 || journal_copy(md, jh) == -1)
 		return -1;
@@ -1435,37 +1442,88 @@ journal_apply(struct maildrop *md, const struct jheader *jh,
 	return journal_discard(md);
 }
 
-/*
- * Whether a valid journal is this spool's.  One of a file since removed
- * or replaced (its inode gone) has nothing left to repair.
- */
+/* 1 if the journal's file is still at its path, 0 if not, -1 if unknown. */
 static int
-journal_ours(const struct maildrop *md, const struct jheader *jh,
-    const char *path)
+journal_file_there(const struct jheader *jh)
 {
-	if (md->fd == -1) {
-		log_warnx("%s: commit journal discarded: the spool is gone",
-		    path);
-		return 0;
-	}
-	if (jh->dev != (uint64_t)md->dev || jh->ino != (uint64_t)md->ino) {
-		log_warnx("%s: commit journal of another file (dev %llu "
-		    "ino %llu) discarded", path, (unsigned long long)jh->dev,
-		    (unsigned long long)jh->ino);
-		return 0;
-	}
-	return 1;
+	struct stat	st;
+
+	if (jh->spool[0] == '\0')
+		return 0;	/* the path was too long to record */
+	if (stat(jh->spool, &st) == -1)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
+	return (uint64_t)st.st_dev == jh->dev && (uint64_t)st.st_ino == jh->ino;
 }
 
-/* Run after the locks, before the index. */
+/*
+ * Whether a valid journal is this spool's: 1 if so, 0 if it is to be
+ * discarded, -1 if it is to be kept and the open refused.  The journal
+ * is per user (pop3d.c names it by the account), so a configuration
+ * with another -m may meet one that a commit of another file left: it
+ * is kept while that file is still where the journal says, until a
+ * session or pop3d -R with that -m repairs it.  One of a file since
+ * removed or replaced has nothing left to repair.
+ */
+static int
+journal_ours(struct maildrop *md, const struct jheader *jh,
+    const char *path)
+{
+	if (md->fd != -1 && jh->dev == (uint64_t)md->dev &&
+	    jh->ino == (uint64_t)md->ino)
+		return 1;
+	switch (journal_file_there(jh)) {
+	case 1:
+		md_fail(md, MD_SYSTEMP, "the journal holds an unfinished "
+		    "commit of %s: repair that first", jh->spool);
+		return -1;
+	case -1:
+		md_fail(md, MD_SYSTEMP, "journal of %s: stat: %s", jh->spool,
+		    strerror(errno));
+		return -1;
+	}
+	log_warnx("%s: commit journal of a file no longer there (dev %llu "
+	    "ino %llu) discarded", path, (unsigned long long)jh->dev,
+	    (unsigned long long)jh->ino);
+	return 0;
+}
+
+/*
+ * Two sessions of one user through two configurations (-m) share the
+ * journal: each holds it with flock() for its recovery and its commit,
+ * waiting for it as for the spool's locks.
+ */
+static enum lock_try
+journal_lock_try(struct maildrop *md)
+{
+	if (flock(md->journal_fd, LOCK_EX | LOCK_NB) == 0)
+		return LOCK_TAKEN;
+	return errno == EWOULDBLOCK || errno == EINTR ? LOCK_BUSY : LOCK_ERROR;
+}
+
 static enum md_status
-journal_recover(struct maildrop *md, const char *path)
+journal_lock(struct maildrop *md)
+{
+	struct timespec	start;
+
+	clock_gettime(MD_CLOCK, &start);
+	switch (lock_retry(md, journal_lock_try, &start)) {
+	case LOCK_TAKEN:
+		return MD_OK;
+	case LOCK_BUSY:
+		return md_fail(md, MD_SYSTEMP, "journal in use by another "
+		    "session of this user");
+	default:
+		return md_fail(md, MD_SYSTEMP, "journal: flock: %s",
+		    strerror(errno));
+	}
+}
+
+static enum md_status
+journal_recover_locked(struct maildrop *md, const char *path)
 {
 	struct jheader	jh;
 	int		r;
 
-	if (md->journal_fd < 0)
-		return MD_OK;
 	switch (journal_load(md, &jh)) {
 	case J_EMPTY:
 		return MD_OK;
@@ -1479,7 +1537,9 @@ journal_recover(struct maildrop *md, const char *path)
 	case J_VALID:
 		break;
 	}
-	if (!journal_ours(md, &jh, path))
+	if ((r = journal_ours(md, &jh, path)) == -1)
+		return MD_SYSTEMP;
+	if (r == 0)
 		return journal_discard(md);
 	if ((r = journal_data_ok(md, &jh)) == -1)
 		return md_fail(md, MD_SYSTEMP, "journal: %s",
@@ -1489,6 +1549,21 @@ journal_recover(struct maildrop *md, const char *path)
 		return journal_discard(md);
 	}
 	return journal_apply(md, &jh, path);
+}
+
+/* Run after the locks, before the index. */
+static enum md_status
+journal_recover(struct maildrop *md, const char *path)
+{
+	enum md_status	st;
+
+	if (md->journal_fd < 0)
+		return MD_OK;
+	if ((st = journal_lock(md)) != MD_OK)
+		return st;
+	st = journal_recover_locked(md, path);
+	flock(md->journal_fd, LOCK_UN);
+	return st;
 }
 
 /* The interface. */
@@ -1510,7 +1585,7 @@ journal_adopt(int fd)
 }
 
 static struct maildrop *
-md_alloc(int journal_fd)
+md_alloc(const char *path, int journal_fd)
 {
 	struct maildrop	*md;
 
@@ -1518,7 +1593,9 @@ md_alloc(int journal_fd)
 		return NULL;
 	md->fd = -1;
 	md->journal_fd = journal_fd;
-	if ((md->buf = malloc(FILE_CHUNK + SCAN_HEAD)) == NULL) {
+	if ((md->buf = malloc(FILE_CHUNK + SCAN_HEAD)) == NULL ||
+	    (md->path = strdup(path)) == NULL) {
+		free(md->buf);
 		free(md);
 		return NULL;
 	}
@@ -1535,7 +1612,7 @@ maildrop_open(struct maildrop **mdp, const char *path, int journal_fd,
 	*mdp = NULL;
 	if (why != NULL && whylen > 0)
 		why[0] = '\0';
-	if ((md = md_alloc(journal_fd)) == NULL) {
+	if ((md = md_alloc(path, journal_fd)) == NULL) {
 		if (journal_fd >= 0)
 			close(journal_fd);
 		if (why != NULL && whylen > 0)
@@ -2245,10 +2322,14 @@ static enum md_status
 commit_journaled(struct maildrop *md, const struct plan *pl)
 {
 	struct jheader	jh;
+	enum md_status	st;
 	int		e;
 
 	if (md->journal_fd < 0)
 		return md_fail(md, MD_SYSTEMP, "no journal");
+	/* Held until maildrop_close() has cleared the journal. */
+	if ((st = journal_lock(md)) != MD_OK)
+		return st;
 	if (journal_write(md, pl, &jh) == -1) {
 		e = errno;
 		journal_invalidate(md);
@@ -2330,6 +2411,7 @@ maildrop_close(struct maildrop *md)
 	if (md->journal_fd >= 0)
 		close(md->journal_fd);
 	free(md->lockpath);
+	free(md->path);
 	free(md->msgs);
 	free(md->buf);
 	free(md);

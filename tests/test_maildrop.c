@@ -1951,7 +1951,7 @@ Test(maildrop, torn_or_foreign_journal_is_discarded)
 	all = join(three, 3, 0);
 	put_mbox(all);
 	memset(junk, 'j', sizeof(junk));
-	memcpy(junk, "POP3DJ1", 8);
+	memcpy(junk, "POP3DJ2", 8);
 	cr_assert(pwrite(fx.jfd, junk, sizeof(junk), 0) ==
 	    (ssize_t)sizeof(junk));
 	md = md_open();
@@ -1977,7 +1977,7 @@ Test(maildrop, journal_with_bad_data_is_discarded)
 	for (k = 1; k < 200; k++) {
 		cr_assert(crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS);
 		cr_assert(pread(fx.jfd, magic, 8, 0) >= 0);
-		if (memcmp(magic, "POP3DJ1", 8) == 0)
+		if (memcmp(magic, "POP3DJ2", 8) == 0)
 			break;
 		cr_assert_eq(spool_is(&c), 0);
 	}
@@ -2035,6 +2035,116 @@ Test(maildrop, journal_of_a_removed_spool_is_discarded)
 	cr_assert_eq(file_size(fx.journal), 0);
 	cr_assert(access(fx.mbox, F_OK) == -1);
 	crash_case_free(&c);
+}
+
+/*
+ * The journal is per user: a configuration with another -m meets the
+ * journal that a crash left for the first one's spool.  It must keep
+ * it (that spool is half-moved without it) and refuse to open, until
+ * a session of the first configuration has repaired its spool.
+ */
+Test(maildrop, journal_of_another_live_spool_is_kept)
+{
+	struct crash_case	 c;
+	struct maildrop		*md;
+	char			 other[64];
+	off_t			 jsize;
+	int			 k;
+
+	crash_case_init(&c, 1);
+	for (k = 1; k < 200; k++)
+		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
+		    spool_is(&c) == -1)
+			break;
+	cr_assert(k < 200, "no crash left a half-moved spool");
+	jsize = file_size(fx.journal);
+	make_temp(other, "/tmp/md-test-other.XXXXXX", NULL);
+	write_file(other, three[0], strlen(three[0]));
+	cr_assert_eq(maildrop_open(&md, other, dup(fx.jfd), fx.why,
+	    sizeof(fx.why)), MD_SYSTEMP, "%s", fx.why);
+	cr_assert(md == NULL);
+	cr_assert(strstr(fx.why, fx.mbox) != NULL, "%s", fx.why);
+	cr_assert_eq(file_size(fx.journal), jsize, "journal changed");
+	cr_assert_eq(check_recovered(&c, k), 0);
+	cr_assert_eq(maildrop_open(&md, other, dup(fx.jfd), fx.why,
+	    sizeof(fx.why)), MD_OK, "%s", fx.why);
+	cr_assert_eq(maildrop_count(md), 1);
+	maildrop_close(md);
+	unlink(other);
+	crash_case_free(&c);
+}
+
+static long
+ms_since(const struct timespec *t0)
+{
+	struct timespec	t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) * 1000 +
+	    (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/*
+ * Two sessions of one user through two configurations: one must not
+ * read the journal while the other writes it, nor write it while the
+ * other recovers from it.  The other session is a second open file
+ * description holding flock(); each side waits LOCK_WAIT_MS, then
+ * fails without touching the spool.
+ */
+/*
+ * As a session has it: its own open file description of the journal
+ * (md_try()'s dup() shares fx.jfd's, and with it fx.jfd's flock()).
+ */
+static enum md_status
+md_try_own_journal(struct maildrop **mdp)
+{
+	int	fd = open(fx.journal, O_RDWR);
+
+	cr_assert(fd != -1);
+	return maildrop_open(mdp, fx.mbox, fd, fx.why, sizeof(fx.why));
+}
+
+Test(maildrop, journal_in_use_by_another_session_is_waited_for)
+{
+	struct maildrop	*md;
+	struct timespec	 t0;
+	char		*all;
+	int		 other;
+
+	all = join(three, 3, 0);
+	put_mbox(all);
+	other = open(fx.journal, O_RDWR);
+	cr_assert(other != -1);
+	cr_assert(flock(other, LOCK_EX) == 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(md_try_own_journal(&md), MD_SYSTEMP, "%s", fx.why);
+	cr_assert(ms_since(&t0) >= LOCK_WAIT_MS - 50, "did not wait");
+	cr_assert(strstr(fx.why, "journal in use") != NULL, "%s", fx.why);
+	cr_assert(flock(other, LOCK_UN) == 0);
+
+	cr_assert_eq(md_try_own_journal(&md), MD_OK, "%s", fx.why);
+	/* Released after the recovery: the open holds no journal lock. */
+	cr_assert(flock(other, LOCK_EX | LOCK_NB) == 0, "held after open");
+	maildrop_delete(md, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(maildrop_commit(md, fx.why, sizeof(fx.why)),
+	    MD_SYSTEMP, "%s", fx.why);
+	cr_assert(ms_since(&t0) >= LOCK_WAIT_MS - 50, "did not wait");
+	maildrop_close(md);
+	check_file(all);
+	cr_assert_eq(file_size(fx.journal), 0);
+
+	cr_assert(flock(other, LOCK_UN) == 0);
+	cr_assert_eq(md_try_own_journal(&md), MD_OK, "%s", fx.why);
+	maildrop_delete(md, 0);
+	md_commit(md);
+	maildrop_close(md);
+	cr_assert(flock(other, LOCK_EX | LOCK_NB) == 0, "held after close");
+	close(other);
+	free(all);
+	all = join(three, 3, 1);
+	check_file(all);
+	free(all);
 }
 
 /* Locks. */

@@ -47,11 +47,13 @@ Prints how many fault points were tried and how many passed.
 import fcntl
 import hashlib
 import os
+import pwd
 import re
 import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from pop3sys import (HERE, JOURNAL_DIR, PASSWORD, POP3D, PYTHON, U_FAULT,
@@ -844,6 +846,55 @@ def test_boot_recovery_that_cannot_lock_exits_1():
     data = read_spool(USER)
     check(state_name(data) is not None, "after pop3d -R: "
           + torn_detail(data))
+
+
+@test
+def test_boot_recovery_with_another_maildrop_keeps_the_journal():
+    """The journal is per user: `pop3d -R -m` naming another file must
+    keep a journal that a crash left for the spool (the spool is still
+    there and needs it) and exit 1, with the other file untouched; the
+    right -m then rolls the spool back."""
+    points = commit_points()
+    check(points, "no commit points")
+    retry_stalled("boot recovery, another -m", lambda: commit_run(
+        points[len(points) // 2], "sigkill", monitor="freeze"))
+    jpath = os.path.join(JOURNAL_DIR, USER)
+    check(os.path.exists(jpath) and os.path.getsize(jpath) > 0,
+          "the crash left no journal to roll back")
+    with open(jpath, "rb") as f:
+        journal = f.read()
+    pw = pwd.getpwnam(USER)
+    # Not under WORK: the user must reach it.
+    other_dir = tempfile.mkdtemp(prefix="pop3d-other-", dir="/var/tmp")
+    os.chown(other_dir, pw.pw_uid, pw.pw_gid)
+    other = os.path.join(other_dir, USER)
+    mail = make_message(1)
+    with open(other, "wb") as f:
+        f.write(mail)
+    os.chown(other, pw.pw_uid, pw.pw_gid)
+    try:
+        r = subprocess.run([POP3D, "-d", "-R", "-m", other_dir + "/%u"],
+                           capture_output=True, text=True, timeout=30)
+        info("pop3d -R -m another file: exit %d, %s" % (
+            r.returncode, r.stderr.strip().splitlines()[-1:]))
+        check(r.returncode == 1, "pop3d -R -m another file exited %d"
+              % r.returncode)
+        check("unfinished commit of " + spool_path(USER) in r.stderr,
+              "no word of the spool to repair: " + r.stderr)
+        with open(jpath, "rb") as f:
+            check(f.read() == journal, "journal changed by the wrong -m")
+        with open(other, "rb") as f:
+            check(f.read() == mail, "the other maildrop was written")
+    finally:
+        shutil.rmtree(other_dir, ignore_errors=True)
+    r = subprocess.run([POP3D, "-d", "-R"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 0, "pop3d -R exited %d: %s" % (r.returncode,
+                                                         r.stderr))
+    data = read_spool(USER)
+    check(state_name(data) is not None, "after pop3d -R: "
+          + torn_detail(data))
+    check(os.path.getsize(jpath) == 0, "journal left after pop3d -R")
 
 
 @test
