@@ -815,18 +815,35 @@ def test_boot_recovery_after_server_crash_each_commit_call():
           % (len(failures), "\n".join(failures)))
 
 
+def crash_mid_commit(label):
+    """The whole server killed in the middle of a commit (a power loss):
+    returns the journal's path, checked to hold the unfinished commit."""
+    points = commit_points()
+    check(points, "no commit points")
+    retry_stalled(label, lambda: commit_run(
+        points[len(points) // 2], "sigkill", monitor="freeze"))
+    jpath = os.path.join(JOURNAL_DIR, USER)
+    check(os.path.exists(jpath) and os.path.getsize(jpath) > 0,
+          "the crash left no journal to roll back")
+    return jpath
+
+
+def boot_recovery_repairs():
+    r = subprocess.run([POP3D, "-d", "-R"], capture_output=True, text=True,
+                       timeout=30)
+    check(r.returncode == 0, "pop3d -R exited %d: %s" % (r.returncode,
+                                                         r.stderr))
+    data = read_spool(USER)
+    check(state_name(data) is not None, "after pop3d -R: "
+          + torn_detail(data))
+
+
 @test
 def test_boot_recovery_that_cannot_lock_exits_1():
     """`pop3d -R` must not report success for a spool it could not roll
     back (here another process holds its fcntl lock): exit 1, journal
     kept; once the lock is free, exit 0 and the spool whole again."""
-    points = commit_points()
-    check(points, "no commit points")
-    retry_stalled("boot recovery, spool locked", lambda: commit_run(
-        points[len(points) // 2], "sigkill", monitor="freeze"))
-    jpath = os.path.join(JOURNAL_DIR, USER)
-    check(os.path.exists(jpath) and os.path.getsize(jpath) > 0,
-          "the crash left no journal to roll back")
+    jpath = crash_mid_commit("boot recovery, spool locked")
     fd = os.open(spool_path(USER), os.O_RDWR)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
@@ -839,13 +856,7 @@ def test_boot_recovery_that_cannot_lock_exits_1():
     check(r.returncode == 1, "pop3d -R exited %d with the spool locked"
           % r.returncode)
     check(os.path.getsize(jpath) > 0, "journal gone though not rolled back")
-    r = subprocess.run([POP3D, "-d", "-R"], capture_output=True, text=True,
-                       timeout=30)
-    check(r.returncode == 0, "pop3d -R exited %d: %s" % (r.returncode,
-                                                         r.stderr))
-    data = read_spool(USER)
-    check(state_name(data) is not None, "after pop3d -R: "
-          + torn_detail(data))
+    boot_recovery_repairs()
 
 
 @test
@@ -854,13 +865,7 @@ def test_boot_recovery_with_another_maildrop_keeps_the_journal():
     keep a journal that a crash left for the spool (the spool is still
     there and needs it) and exit 1, with the other file untouched; the
     right -m then rolls the spool back."""
-    points = commit_points()
-    check(points, "no commit points")
-    retry_stalled("boot recovery, another -m", lambda: commit_run(
-        points[len(points) // 2], "sigkill", monitor="freeze"))
-    jpath = os.path.join(JOURNAL_DIR, USER)
-    check(os.path.exists(jpath) and os.path.getsize(jpath) > 0,
-          "the crash left no journal to roll back")
+    jpath = crash_mid_commit("boot recovery, another -m")
     with open(jpath, "rb") as f:
         journal = f.read()
     pw = pwd.getpwnam(USER)
@@ -887,13 +892,7 @@ def test_boot_recovery_with_another_maildrop_keeps_the_journal():
             check(f.read() == mail, "the other maildrop was written")
     finally:
         shutil.rmtree(other_dir, ignore_errors=True)
-    r = subprocess.run([POP3D, "-d", "-R"], capture_output=True, text=True,
-                       timeout=30)
-    check(r.returncode == 0, "pop3d -R exited %d: %s" % (r.returncode,
-                                                         r.stderr))
-    data = read_spool(USER)
-    check(state_name(data) is not None, "after pop3d -R: "
-          + torn_detail(data))
+    boot_recovery_repairs()
     check(os.path.getsize(jpath) == 0, "journal left after pop3d -R")
 
 
