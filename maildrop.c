@@ -187,7 +187,7 @@ struct plan {
  */
 #define JOURNAL_MAGIC		"POP3DJ2"
 #define JOURNAL_HDR_SIZE	4096
-#define JOURNAL_SPOOL_MAX	3072	/* a longer path is not recorded */
+#define JOURNAL_SPOOL_MAX	3072	/* a path this long is not recorded */
 struct jheader {
 	char		magic[8];
 	uint64_t	dev, ino;	/* the spool's */
@@ -206,6 +206,20 @@ _Static_assert(FILE_CHUNK + SCAN_HEAD >= JOURNAL_HDR_SIZE,
 _Static_assert(offsetof(struct jheader, hdr_hash) == 72 + JOURNAL_SPOOL_MAX &&
     sizeof(struct jheader) == 80 + JOURNAL_SPOOL_MAX &&
     sizeof(struct jheader) <= JOURNAL_HDR_SIZE, "journal header has padding");
+
+/*
+ * The header before the spool's path was recorded: the same fields up
+ * to data_hash, then hdr_hash.  Such a journal is read as one with no
+ * path, so that an upgrade never discards a commit to roll back.
+ */
+#define JOURNAL_MAGIC_V1	"POP3DJ1"
+struct jheader_v1 {
+	char		magic[8];
+	uint64_t	fields[8];	/* dev to data_hash, as above */
+	uint64_t	hdr_hash;
+};
+_Static_assert(offsetof(struct jheader_v1, hdr_hash) ==
+    offsetof(struct jheader, spool), "journal v1 layout");
 
 /* What journal_load() found. */
 enum journal_state {
@@ -1288,6 +1302,22 @@ journal_sane(const struct jheader *jh, off_t jsize)
 	    (uint64_t)jsize >= JOURNAL_HDR_SIZE + jh->datalen;
 }
 
+/* A valid v1 header becomes a sealed current one without a path. */
+static void
+journal_upgrade_v1(struct jheader *jh)
+{
+	struct jheader_v1	v1;
+
+	memcpy(&v1, jh, sizeof(v1));
+	if (memcmp(v1.magic, JOURNAL_MAGIC_V1, sizeof(v1.magic)) != 0 ||
+	    XXH3_64bits(&v1, offsetof(struct jheader_v1, hdr_hash)) !=
+	    v1.hdr_hash)
+		return;
+	memcpy(jh->magic, JOURNAL_MAGIC, sizeof(jh->magic));
+	memset(jh->spool, 0, sizeof(jh->spool));
+	journal_seal(jh);
+}
+
 static enum journal_state
 journal_load(struct maildrop *md, struct jheader *jh)
 {
@@ -1301,6 +1331,7 @@ journal_load(struct maildrop *md, struct jheader *jh)
 		return J_INVALID;
 	if (pread_full(md->journal_fd, jh, sizeof(*jh), 0) == -1)
 		return J_ERROR;
+	journal_upgrade_v1(jh);
 	return journal_sane(jh, st.st_size) ? J_VALID : J_INVALID;
 }
 
@@ -1473,17 +1504,17 @@ journal_ours(struct maildrop *md, const struct jheader *jh,
 		return 1;
 	switch (journal_file_there(jh)) {
 	case 1:
-		md_fail(md, MD_SYSTEMP, "the journal holds an unfinished "
-		    "commit of %s: repair that first", jh->spool);
+		md_fail(md, MD_SYSTEMP, "journal kept for an unfinished "
+		    "commit of %s", jh->spool);
 		return -1;
 	case -1:
 		md_fail(md, MD_SYSTEMP, "journal of %s: stat: %s", jh->spool,
 		    strerror(errno));
 		return -1;
 	}
-	log_warnx("%s: commit journal of a file no longer there (dev %llu "
-	    "ino %llu) discarded", path, (unsigned long long)jh->dev,
-	    (unsigned long long)jh->ino);
+	log_warnx("%s: commit journal of %s (dev %llu ino %llu), no longer "
+	    "there, discarded", path, jh->spool[0] != '\0' ? jh->spool :
+	    "a file", (unsigned long long)jh->dev, (unsigned long long)jh->ino);
 	return 0;
 }
 
@@ -1510,7 +1541,7 @@ journal_lock(struct maildrop *md)
 	case LOCK_TAKEN:
 		return MD_OK;
 	case LOCK_BUSY:
-		return md_fail(md, MD_SYSTEMP, "journal in use by another "
+		return md_fail(md, MD_INUSE, "journal in use by another "
 		    "session of this user");
 	default:
 		return md_fail(md, MD_SYSTEMP, "journal: flock: %s",
@@ -1549,6 +1580,38 @@ journal_recover_locked(struct maildrop *md, const char *path)
 		return journal_discard(md);
 	}
 	return journal_apply(md, &jh, path);
+}
+
+/*
+ * Before a commit overwrites the journal: since this session's open, a
+ * session of the same user through another -m may have been killed in
+ * the middle of a commit, and left the journal to its spool.  Only an
+ * empty or torn journal, or one of a file no longer there, is free.
+ */
+static enum md_status
+journal_claim(struct maildrop *md)
+{
+	struct jheader	jh;
+
+	switch (journal_load(md, &jh)) {
+	case J_EMPTY:
+	case J_INVALID:
+		return MD_OK;
+	case J_ERROR:
+		return md_fail(md, MD_SYSTEMP, "journal: %s",
+		    strerror(errno));
+	case J_VALID:
+		break;
+	}
+	switch (journal_ours(md, &jh, md->path)) {
+	case 0:
+		return MD_OK;
+	case 1:		/* recovered at the open, under the same locks */
+		return md_fail(md, MD_SYSTEMP, "journal: an unfinished "
+		    "commit of this spool appeared");
+	default:
+		return MD_SYSTEMP;
+	}
 }
 
 /* Run after the locks, before the index. */
@@ -2052,7 +2115,7 @@ maildrop_touch(struct maildrop *md)
  *  2. Otherwise, with the undo journal (a root-owned file opened by the
  *     root parent, so the user can neither forge nor remove it):
  *     a. journal = header {magic, dev, ino, P, N, S0, XXH3 of [N, S0),
- *        N - P, XXH3 of the data, XXH3 of the header} in a 4096-byte
+ *        N - P, XXH3 of the data, path, XXH3 of the header} in a 4096-byte
  *        block, then the spool's bytes [P, N); fsync.  On failure the
  *        journal is truncated, the spool untouched.
  *     b. Compact: each kept range after P is copied down to its new
@@ -2328,7 +2391,8 @@ commit_journaled(struct maildrop *md, const struct plan *pl)
 	if (md->journal_fd < 0)
 		return md_fail(md, MD_SYSTEMP, "no journal");
 	/* Held until maildrop_close() has cleared the journal. */
-	if ((st = journal_lock(md)) != MD_OK)
+	if ((st = journal_lock(md)) != MD_OK || (st = journal_claim(md)) !=
+	    MD_OK)
 		return st;
 	if (journal_write(md, pl, &jh) == -1) {
 		e = errno;

@@ -778,7 +778,7 @@ recover_now(const struct passwd *pw, const char *path,
     struct dotlock_agent *agent, int private_fd)
 {
 	struct maildrop	*md;
-	char		 why[128];
+	char		 why[512];
 	int		 journal_fd, status = 0;
 	pid_t		 pid;
 

@@ -453,7 +453,7 @@ cmd_capa(struct session *s, int argc, char **argv)
 static int
 cmd_quit(struct session *s, int argc, char **argv)
 {
-	char		why[128];
+	char		why[512];
 	size_t		count;
 	uint64_t	octets;
 
@@ -642,7 +642,7 @@ int
 session_start_transaction(struct session *s, const char *user,
     const char *path, int journal_fd)
 {
-	char		why[128];
+	char		why[512];
 	const char	*safe = s->user_vis;
 	size_t		count;
 	uint64_t	octets;

@@ -26,6 +26,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+/* XXH3 for a journal header of the previous format. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "iobuf.h"
 #include "log.h"
@@ -2038,6 +2041,19 @@ Test(maildrop, journal_of_a_removed_spool_is_discarded)
 }
 
 /*
+ * As a session has it: its own open file description of the journal
+ * (md_try()'s dup() shares fx.jfd's, and with it fx.jfd's flock()).
+ */
+static enum md_status
+md_try_own_journal(struct maildrop **mdp)
+{
+	int	fd = open(fx.journal, O_RDWR);
+
+	cr_assert(fd != -1);
+	return maildrop_open(mdp, fx.mbox, fd, fx.why, sizeof(fx.why));
+}
+
+/*
  * The journal is per user: a configuration with another -m meets the
  * journal that a crash left for the first one's spool.  It must keep
  * it (that spool is half-moved without it) and refuse to open, until
@@ -2057,17 +2073,19 @@ Test(maildrop, journal_of_another_live_spool_is_kept)
 		    spool_is(&c) == -1)
 			break;
 	cr_assert(k < 200, "no crash left a half-moved spool");
+	/* The killed session's flock went with it (fx.jfd shares it). */
+	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
 	jsize = file_size(fx.journal);
 	make_temp(other, "/tmp/md-test-other.XXXXXX", NULL);
 	write_file(other, three[0], strlen(three[0]));
-	cr_assert_eq(maildrop_open(&md, other, dup(fx.jfd), fx.why,
-	    sizeof(fx.why)), MD_SYSTEMP, "%s", fx.why);
+	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
+	    fx.why, sizeof(fx.why)), MD_SYSTEMP, "%s", fx.why);
 	cr_assert(md == NULL);
 	cr_assert(strstr(fx.why, fx.mbox) != NULL, "%s", fx.why);
 	cr_assert_eq(file_size(fx.journal), jsize, "journal changed");
 	cr_assert_eq(check_recovered(&c, k), 0);
-	cr_assert_eq(maildrop_open(&md, other, dup(fx.jfd), fx.why,
-	    sizeof(fx.why)), MD_OK, "%s", fx.why);
+	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
+	    fx.why, sizeof(fx.why)), MD_OK, "%s", fx.why);
 	cr_assert_eq(maildrop_count(md), 1);
 	maildrop_close(md);
 	unlink(other);
@@ -2085,25 +2103,107 @@ ms_since(const struct timespec *t0)
 }
 
 /*
+ * The same, the other way round: this session opened while the journal
+ * was empty, then the other configuration's session was killed in the
+ * middle of a commit.  This session's commit must not overwrite the
+ * journal the other spool needs: it fails, and removes nothing.
+ */
+Test(maildrop, commit_keeps_the_journal_of_another_live_spool)
+{
+	struct crash_case	 c;
+	struct maildrop		*md;
+	char			 other[64], *all, *got;
+	off_t			 jsize;
+	int			 k;
+
+	crash_case_init(&c, 1);
+	make_temp(other, "/tmp/md-test-other.XXXXXX", NULL);
+	all = join(three, 3, 0);
+	write_file(other, all, strlen(all));
+	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
+	    fx.why, sizeof(fx.why)), MD_OK, "%s", fx.why);
+	for (k = 1; k < 200; k++)
+		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
+		    spool_is(&c) == -1)
+			break;
+	cr_assert(k < 200, "no crash left a half-moved spool");
+	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
+	jsize = file_size(fx.journal);
+	maildrop_delete(md, 0);
+	cr_assert_eq(maildrop_commit(md, fx.why, sizeof(fx.why)), MD_SYSTEMP,
+	    "%s", fx.why);
+	cr_assert(strstr(fx.why, fx.mbox) != NULL, "%s", fx.why);
+	maildrop_close(md);
+	cr_assert_eq(file_size(fx.journal), jsize, "journal changed");
+	cr_assert_eq(check_recovered(&c, k), 0);
+	got = read_file(other, NULL);
+	cr_assert_str_eq(got, all, "the other spool was written");
+	free(got);
+	unlink(other);
+	free(all);
+	crash_case_free(&c);
+}
+
+/* From a journaled commit until the journal is cleared at close. */
+Test(maildrop, journal_held_from_commit_to_close)
+{
+	struct maildrop	*md;
+	char		*all;
+	int		 other;
+
+	all = join(three, 3, 0);
+	put_mbox(all);
+	other = open(fx.journal, O_RDWR);
+	cr_assert(other != -1);
+	cr_assert_eq(md_try_own_journal(&md), MD_OK, "%s", fx.why);
+	maildrop_delete(md, 0);
+	md_commit(md);
+	cr_assert(flock(other, LOCK_EX | LOCK_NB) == -1, "not held");
+	maildrop_close(md);
+	cr_assert(flock(other, LOCK_EX | LOCK_NB) == 0, "held after close");
+	close(other);
+	free(all);
+}
+
+/*
+ * A journal of the previous format (POP3DJ1: the header without the
+ * path), left by a crash before an upgrade, still rolls the spool back.
+ */
+Test(maildrop, journal_of_the_previous_format_is_recovered)
+{
+	struct crash_case	 c;
+	struct maildrop		*md;
+	unsigned char		 v2[4096], v1[4096];
+	uint64_t		 h;
+	int			 k;
+
+	crash_case_init(&c, 1);
+	for (k = 1; k < 200; k++)
+		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
+		    spool_is(&c) == -1)
+			break;
+	cr_assert(k < 200, "no crash left a half-moved spool");
+	cr_assert(pread(fx.jfd, v2, sizeof(v2), 0) == sizeof(v2));
+	memset(v1, 0, sizeof(v1));
+	memcpy(v1, "POP3DJ1", 8);
+	memcpy(v1 + 8, v2 + 8, 64);	/* dev to data_hash */
+	h = XXH3_64bits(v1, 72);
+	memcpy(v1 + 72, &h, 8);
+	cr_assert(pwrite(fx.jfd, v1, sizeof(v1), 0) == sizeof(v1));
+	md = md_open();
+	maildrop_close(md);
+	cr_assert_eq(file_size(fx.journal), 0);
+	cr_assert_eq(spool_is(&c), 0, "v1 journal not applied");
+	crash_case_free(&c);
+}
+
+/*
  * Two sessions of one user through two configurations: one must not
  * read the journal while the other writes it, nor write it while the
  * other recovers from it.  The other session is a second open file
  * description holding flock(); each side waits LOCK_WAIT_MS, then
  * fails without touching the spool.
  */
-/*
- * As a session has it: its own open file description of the journal
- * (md_try()'s dup() shares fx.jfd's, and with it fx.jfd's flock()).
- */
-static enum md_status
-md_try_own_journal(struct maildrop **mdp)
-{
-	int	fd = open(fx.journal, O_RDWR);
-
-	cr_assert(fd != -1);
-	return maildrop_open(mdp, fx.mbox, fd, fx.why, sizeof(fx.why));
-}
-
 Test(maildrop, journal_in_use_by_another_session_is_waited_for)
 {
 	struct maildrop	*md;
@@ -2117,7 +2217,7 @@ Test(maildrop, journal_in_use_by_another_session_is_waited_for)
 	cr_assert(other != -1);
 	cr_assert(flock(other, LOCK_EX) == 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	cr_assert_eq(md_try_own_journal(&md), MD_SYSTEMP, "%s", fx.why);
+	cr_assert_eq(md_try_own_journal(&md), MD_INUSE, "%s", fx.why);
 	cr_assert(ms_since(&t0) >= LOCK_WAIT_MS - 50, "did not wait");
 	cr_assert(strstr(fx.why, "journal in use") != NULL, "%s", fx.why);
 	cr_assert(flock(other, LOCK_UN) == 0);
@@ -2128,7 +2228,7 @@ Test(maildrop, journal_in_use_by_another_session_is_waited_for)
 	maildrop_delete(md, 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	cr_assert_eq(maildrop_commit(md, fx.why, sizeof(fx.why)),
-	    MD_SYSTEMP, "%s", fx.why);
+	    MD_INUSE, "%s", fx.why);
 	cr_assert(ms_since(&t0) >= LOCK_WAIT_MS - 50, "did not wait");
 	maildrop_close(md);
 	check_file(all);
