@@ -208,18 +208,13 @@ _Static_assert(offsetof(struct jheader, hdr_hash) == 72 + JOURNAL_SPOOL_MAX &&
     sizeof(struct jheader) <= JOURNAL_HDR_SIZE, "journal header has padding");
 
 /*
- * The header before the spool's path was recorded: the same fields up
- * to data_hash, then hdr_hash.  Such a journal is read as one with no
- * path, so that an upgrade never discards a commit to roll back.
+ * The header before the spool's path was recorded (magic POP3DJ1): the
+ * same fields up to data_hash, then their hash where the path is now.
+ * Such a journal is read as one without a path, so that an upgrade
+ * never discards a commit to roll back.
  */
 #define JOURNAL_MAGIC_V1	"POP3DJ1"
-struct jheader_v1 {
-	char		magic[8];
-	uint64_t	fields[8];	/* dev to data_hash, as above */
-	uint64_t	hdr_hash;
-};
-_Static_assert(offsetof(struct jheader_v1, hdr_hash) ==
-    offsetof(struct jheader, spool), "journal v1 layout");
+#define JOURNAL_V1_HASHED	offsetof(struct jheader, spool)
 
 /* What journal_load() found. */
 enum journal_state {
@@ -1306,12 +1301,11 @@ journal_sane(const struct jheader *jh, off_t jsize)
 static void
 journal_upgrade_v1(struct jheader *jh)
 {
-	struct jheader_v1	v1;
+	uint64_t	v1_hash;
 
-	memcpy(&v1, jh, sizeof(v1));
-	if (memcmp(v1.magic, JOURNAL_MAGIC_V1, sizeof(v1.magic)) != 0 ||
-	    XXH3_64bits(&v1, offsetof(struct jheader_v1, hdr_hash)) !=
-	    v1.hdr_hash)
+	memcpy(&v1_hash, jh->spool, sizeof(v1_hash));
+	if (memcmp(jh->magic, JOURNAL_MAGIC_V1, sizeof(jh->magic)) != 0 ||
+	    XXH3_64bits(jh, JOURNAL_V1_HASHED) != v1_hash)
 		return;
 	memcpy(jh->magic, JOURNAL_MAGIC, sizeof(jh->magic));
 	memset(jh->spool, 0, sizeof(jh->spool));
