@@ -1474,7 +1474,7 @@ journal_file_there(const struct jheader *jh)
 	struct stat	st;
 
 	if (jh->spool[0] == '\0')
-		return 0;	/* the path was too long to record */
+		return 0;	/* too long to record, or a v1 journal */
 	if (stat(jh->spool, &st) == -1)
 		return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
 	return (uint64_t)st.st_dev == jh->dev && (uint64_t)st.st_ino == jh->ino;
@@ -1487,7 +1487,7 @@ journal_file_there(const struct jheader *jh)
  * with another -m may meet one that a commit of another file left: it
  * is kept while that file is still where the journal says, until a
  * session or pop3d -R with that -m repairs it.  One of a file since
- * removed or replaced has nothing left to repair.
+ * removed, renamed or replaced has nothing left to repair.
  */
 static int
 journal_ours(struct maildrop *md, const struct jheader *jh,
