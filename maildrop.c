@@ -1313,17 +1313,17 @@ journal_upgrade_v1(struct jheader *jh)
 }
 
 static enum journal_state
-journal_load(struct maildrop *md, struct jheader *jh)
+journal_load(int fd, struct jheader *jh)
 {
 	struct stat	st;
 
-	if (fstat(md->journal_fd, &st) == -1)
+	if (fstat(fd, &st) == -1)
 		return J_ERROR;
 	if (st.st_size == 0)
 		return J_EMPTY;
 	if (st.st_size < JOURNAL_HDR_SIZE)
 		return J_INVALID;
-	if (pread_full(md->journal_fd, jh, sizeof(*jh), 0) == -1)
+	if (pread_full(fd, jh, sizeof(*jh), 0) == -1)
 		return J_ERROR;
 	journal_upgrade_v1(jh);
 	return journal_sane(jh, st.st_size) ? J_VALID : J_INVALID;
@@ -1549,7 +1549,7 @@ journal_recover_locked(struct maildrop *md, const char *path)
 	struct jheader	jh;
 	int		r;
 
-	switch (journal_load(md, &jh)) {
+	switch (journal_load(md->journal_fd, &jh)) {
 	case J_EMPTY:
 		return MD_OK;
 	case J_ERROR:
@@ -1587,7 +1587,7 @@ journal_claim(struct maildrop *md)
 {
 	struct jheader	jh;
 
-	switch (journal_load(md, &jh)) {
+	switch (journal_load(md->journal_fd, &jh)) {
 	case J_EMPTY:
 	case J_INVALID:
 		return MD_OK;
@@ -1624,6 +1624,16 @@ journal_recover(struct maildrop *md, const char *path)
 }
 
 /* The interface. */
+
+int
+maildrop_journal_spool(int journal_fd, char *buf, size_t len)
+{
+	struct jheader	jh;
+
+	if (journal_load(journal_fd, &jh) != J_VALID || jh.spool[0] == '\0')
+		return -1;
+	return strlcpy(buf, jh.spool, len) < len ? 0 : -1;
+}
 
 /*
  * Keep the journal out of the dotlockfile helper, and make pwrite()

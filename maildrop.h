@@ -33,6 +33,12 @@ enum md_status {
  */
 enum md_status maildrop_open(struct maildrop **mdp, const char *path,
 	    int journal_fd, char *why, size_t whylen);
+/*
+ * For pop3d -R: the path of the spool whose unfinished commit the
+ * journal holds, into buf (len bytes).  -1 if it holds none, or no
+ * path (written by an earlier version, or the path was too long).
+ */
+int	maildrop_journal_spool(int journal_fd, char *buf, size_t len);
 /* Number of messages, deleted ones included (numbers never change). */
 size_t	maildrop_count(const struct maildrop *);
 int	maildrop_is_deleted(const struct maildrop *, size_t msg);

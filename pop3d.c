@@ -834,10 +834,29 @@ copy_account(const struct passwd *src, struct passwd *dst)
 }
 
 /*
+ * The spool whose commit a journal holds, as the journal records it
+ * (0), or -1 if it records none (an earlier version's journal).
+ */
+static int
+journal_spool(int dirfd, const char *name, char *path, size_t len)
+{
+	int	fd, r;
+
+	if ((fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) ==
+	    -1)
+		return -1;
+	r = maildrop_journal_spool(fd, path, len);
+	close(fd);
+	return r;
+}
+
+/*
  * -R, at boot before the MTA delivers: roll back every commit that a
  * crash or power loss interrupted, so that mail readers never meet a
- * half-moved spool (a login repairs only its own user's).  Exits 1 if
- * one could not be, so that the boot unit shows as failed.
+ * half-moved spool (a login repairs only its own user's).  The spool is
+ * the one the journal records, whatever -m says: a user served through
+ * two configurations has one journal.  Exits 1 if one could not be
+ * rolled back, so that the boot unit shows as failed.
  */
 static int
 recover_all(const struct options *opt)
@@ -864,8 +883,9 @@ recover_all(const struct options *opt)
 			log_warnx("journal of %s: no such account", safe);
 			continue;
 		}
-		if (expand_maildrop(opt->maildrop, &account, path,
-		    sizeof(path)) == -1) {
+		if (journal_spool(dirfd(dir), de->d_name, path,
+		    sizeof(path)) == -1 && expand_maildrop(opt->maildrop,
+		    &account, path, sizeof(path)) == -1) {
 			log_warnx("journal of %s: no maildrop path", safe);
 			failed = 1;
 		} else {

@@ -2190,10 +2190,35 @@ Test(maildrop, journal_of_the_previous_format_is_recovered)
 	h = XXH3_64bits(v1, 72);
 	memcpy(v1 + 72, &h, 8);
 	cr_assert(pwrite(fx.jfd, v1, sizeof(v1), 0) == sizeof(v1));
+	cr_assert_eq(maildrop_journal_spool(fx.jfd, (char *)v2, sizeof(v2)),
+	    -1, "a path read from a v1 journal");
 	md = md_open();
 	maildrop_close(md);
 	cr_assert_eq(file_size(fx.journal), 0);
 	cr_assert_eq(spool_is(&c), 0, "v1 journal not applied");
+	crash_case_free(&c);
+}
+
+/* What pop3d -R reads: the spool that the journal's commit is of. */
+Test(maildrop, journal_names_its_spool)
+{
+	struct crash_case	 c;
+	char			 path[256];
+	int			 k;
+
+	crash_case_init(&c, 1);
+	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, sizeof(path)), -1);
+	for (k = 1; k < 200; k++)
+		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
+		    spool_is(&c) == -1)
+			break;
+	cr_assert(k < 200, "no crash left a half-moved spool");
+	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, sizeof(path)), 0);
+	cr_assert_str_eq(path, fx.mbox);
+	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, 8), -1,
+	    "a path cut short");
+	cr_assert_eq(check_recovered(&c, k), 0);
+	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, sizeof(path)), -1);
 	crash_case_free(&c);
 }
 
