@@ -1399,8 +1399,9 @@ journal_write(struct maildrop *md, const struct plan *pl, struct jheader *jh)
 	jh->newsize = pl->newsize;
 	jh->oldsize = pl->oldsize;
 	jh->datalen = pl->newsize - pl->start;
-	if (strlen(md->path) < sizeof(jh->spool))
-		memcpy(jh->spool, md->path, strlen(md->path) + 1);
+	if (strlcpy(jh->spool, md->path, sizeof(jh->spool)) >=
+	    sizeof(jh->spool))
+		memset(jh->spool, 0, sizeof(jh->spool));	/* not recorded */
 	if (hash_range(md, md->fd, pl->newsize, pl->oldsize - pl->newsize,
 	    &jh->tail_hash) == -1 || journal_copy(md, jh) == -1)
 		return -1;
@@ -1442,8 +1443,7 @@ journal_discard(struct maildrop *md)
  * S0 stays); else the file was truncated and appended to since.
  */
 static enum md_status
-journal_apply(struct maildrop *md, const struct jheader *jh,
-    const char *path)
+journal_apply(struct maildrop *md, const struct jheader *jh)
 {
 	struct stat	st;
 	int		r;
@@ -1456,14 +1456,14 @@ journal_apply(struct maildrop *md, const struct jheader *jh,
 		return md_fail(md, MD_SYSTEMP, "recovery: read: %s",
 		    strerror(errno));
 	if (r == 0) {
-		log_info("%s: interrupted commit had completed", path);
+		log_info("%s: interrupted commit had completed", md->path);
 		return journal_discard(md);
 	}
 	if (journal_restore(md, jh) == -1)
 		return md_fail(md, MD_SYSTEMP, "recovery: cannot undo an "
 		    "interrupted commit: %s", strerror(errno));
-	log_info("%s: interrupted commit undone, %llu bytes restored", path,
-	    (unsigned long long)jh->datalen);
+	log_info("%s: interrupted commit undone, %llu bytes restored",
+	    md->path, (unsigned long long)jh->datalen);
 	return journal_discard(md);
 }
 
@@ -1490,8 +1490,7 @@ journal_file_there(const struct jheader *jh)
  * removed, renamed or replaced has nothing left to repair.
  */
 static int
-journal_ours(struct maildrop *md, const struct jheader *jh,
-    const char *path)
+journal_ours(struct maildrop *md, const struct jheader *jh)
 {
 	if (md->fd != -1 && jh->dev == (uint64_t)md->dev &&
 	    jh->ino == (uint64_t)md->ino)
@@ -1507,7 +1506,7 @@ journal_ours(struct maildrop *md, const struct jheader *jh,
 		return -1;
 	}
 	log_warnx("%s: commit journal of %s (dev %llu ino %llu), no longer "
-	    "there, discarded", path, jh->spool[0] != '\0' ? jh->spool :
+	    "there, discarded", md->path, jh->spool[0] != '\0' ? jh->spool :
 	    "a file", (unsigned long long)jh->dev, (unsigned long long)jh->ino);
 	return 0;
 }
@@ -1544,7 +1543,7 @@ journal_lock(struct maildrop *md)
 }
 
 static enum md_status
-journal_recover_locked(struct maildrop *md, const char *path)
+journal_recover_locked(struct maildrop *md)
 {
 	struct jheader	jh;
 	int		r;
@@ -1557,12 +1556,12 @@ journal_recover_locked(struct maildrop *md, const char *path)
 		    strerror(errno));
 	case J_INVALID:
 		/* Fsynced before the first spool write: spool untouched. */
-		log_warnx("%s: torn commit journal discarded", path);
+		log_warnx("%s: torn commit journal discarded", md->path);
 		return journal_discard(md);
 	case J_VALID:
 		break;
 	}
-	if ((r = journal_ours(md, &jh, path)) == -1)
+	if ((r = journal_ours(md, &jh)) == -1)
 		return MD_SYSTEMP;
 	if (r == 0)
 		return journal_discard(md);
@@ -1570,10 +1569,10 @@ journal_recover_locked(struct maildrop *md, const char *path)
 		return md_fail(md, MD_SYSTEMP, "journal: %s",
 		    strerror(errno));
 	if (r == 0) {
-		log_warnx("%s: torn commit journal discarded", path);
+		log_warnx("%s: torn commit journal discarded", md->path);
 		return journal_discard(md);
 	}
-	return journal_apply(md, &jh, path);
+	return journal_apply(md, &jh);
 }
 
 /*
@@ -1597,7 +1596,7 @@ journal_claim(struct maildrop *md)
 	case J_VALID:
 		break;
 	}
-	switch (journal_ours(md, &jh, md->path)) {
+	switch (journal_ours(md, &jh)) {
 	case 0:
 		return MD_OK;
 	case 1:		/* recovered at the open, under the same locks */
@@ -1610,7 +1609,7 @@ journal_claim(struct maildrop *md)
 
 /* Run after the locks, before the index. */
 static enum md_status
-journal_recover(struct maildrop *md, const char *path)
+journal_recover(struct maildrop *md)
 {
 	enum md_status	st;
 
@@ -1618,7 +1617,7 @@ journal_recover(struct maildrop *md, const char *path)
 		return MD_OK;
 	if ((st = journal_lock(md)) != MD_OK)
 		return st;
-	st = journal_recover_locked(md, path);
+	st = journal_recover_locked(md);
 	flock(md->journal_fd, LOCK_UN);
 	return st;
 }
@@ -1693,7 +1692,7 @@ maildrop_open(struct maildrop **mdp, const char *path, int journal_fd,
 	if (st == MD_OK && md->fd >= 0)
 		st = lock_spool(md, path);
 	if (st == MD_OK)
-		st = journal_recover(md, path);
+		st = journal_recover(md);
 	if (st == MD_OK && md->fd >= 0)
 		st = index_spool(md);
 	md->why = NULL;

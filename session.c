@@ -600,20 +600,27 @@ cmd_noop(struct session *s, int argc, char **argv)
 	return 0;
 }
 
-static int
-cmd_rset(struct session *s, int argc, char **argv)
+/* After PASS and RSET (RFC 1939 gives this form as an example). */
+static void
+reply_maildrop_size(struct session *s)
 {
 	size_t		count;
 	uint64_t	octets;
 
+	maildrop_stat(s->md, &count, &octets);
+	reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)",
+	    count, plural(count), octets);
+}
+
+static int
+cmd_rset(struct session *s, int argc, char **argv)
+{
 	(void)argc;
 	(void)argv;
 	maildrop_reset(s->md);
 	s->deleted = 0;
 	s->deleted_octets = 0;
-	maildrop_stat(s->md, &count, &octets);
-	reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)",
-	    count, plural(count), octets);
+	reply_maildrop_size(s);
 	return 0;
 }
 
@@ -644,8 +651,6 @@ session_start_transaction(struct session *s, const char *user,
 {
 	char		why[512];
 	const char	*safe = s->user_vis;
-	size_t		count;
-	uint64_t	octets;
 
 	strlcpy(s->user, user, sizeof(s->user));
 	log_safe(s->user_vis, sizeof(s->user_vis), user, strlen(user));
@@ -673,9 +678,7 @@ session_start_transaction(struct session *s, const char *user,
 	}
 	s->state = STATE_TRANSACTION;
 	setproctitle("%s [transaction]", safe);
-	maildrop_stat(s->md, &count, &octets);
-	reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)",
-	    count, plural(count), octets);
+	reply_maildrop_size(s);
 	return 0;
 }
 

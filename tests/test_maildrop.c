@@ -1728,6 +1728,20 @@ crash_at(const struct crash_case *c, enum fault_mode mode, int k)
 	return WEXITSTATUS(status);
 }
 
+/* Crash at the first point that leaves the spool half-moved: that k. */
+static int
+crash_half_moved(const struct crash_case *c)
+{
+	int	k;
+
+	for (k = 1; k < 200; k++)
+		if (crash_at(c, FAULT_CRASH, k) == CRASH_STATUS &&
+		    spool_is(c) == -1)
+			return k;
+	cr_assert_fail("no crash left a half-moved spool");
+	return -1;
+}
+
 static void
 crash_matrix(unsigned mask, enum fault_mode mode)
 {
@@ -2068,11 +2082,7 @@ Test(maildrop, journal_of_another_live_spool_is_kept)
 	int			 k;
 
 	crash_case_init(&c, 1);
-	for (k = 1; k < 200; k++)
-		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
-		    spool_is(&c) == -1)
-			break;
-	cr_assert(k < 200, "no crash left a half-moved spool");
+	k = crash_half_moved(&c);
 	/* The killed session's flock went with it (fx.jfd shares it). */
 	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
 	jsize = file_size(fx.journal);
@@ -2122,11 +2132,7 @@ Test(maildrop, commit_keeps_the_journal_of_another_live_spool)
 	write_file(other, all, strlen(all));
 	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
 	    fx.why, sizeof(fx.why)), MD_OK, "%s", fx.why);
-	for (k = 1; k < 200; k++)
-		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
-		    spool_is(&c) == -1)
-			break;
-	cr_assert(k < 200, "no crash left a half-moved spool");
+	k = crash_half_moved(&c);
 	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
 	jsize = file_size(fx.journal);
 	maildrop_delete(md, 0);
@@ -2175,14 +2181,9 @@ Test(maildrop, journal_of_the_previous_format_is_recovered)
 	struct maildrop		*md;
 	unsigned char		 v2[4096], v1[4096];
 	uint64_t		 h;
-	int			 k;
 
 	crash_case_init(&c, 1);
-	for (k = 1; k < 200; k++)
-		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
-		    spool_is(&c) == -1)
-			break;
-	cr_assert(k < 200, "no crash left a half-moved spool");
+	(void)crash_half_moved(&c);
 	cr_assert(pread(fx.jfd, v2, sizeof(v2), 0) == sizeof(v2));
 	memset(v1, 0, sizeof(v1));
 	memcpy(v1, "POP3DJ1", 8);
@@ -2208,11 +2209,7 @@ Test(maildrop, journal_names_its_spool)
 
 	crash_case_init(&c, 1);
 	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, sizeof(path)), -1);
-	for (k = 1; k < 200; k++)
-		if (crash_at(&c, FAULT_CRASH, k) == CRASH_STATUS &&
-		    spool_is(&c) == -1)
-			break;
-	cr_assert(k < 200, "no crash left a half-moved spool");
+	k = crash_half_moved(&c);
 	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, sizeof(path)), 0);
 	cr_assert_str_eq(path, fx.mbox);
 	cr_assert_eq(maildrop_journal_spool(fx.jfd, path, 8), -1,
