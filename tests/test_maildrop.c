@@ -18,6 +18,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <lockfile.h>
 #include <signal.h>
 #include <stdint.h>
@@ -2110,6 +2111,86 @@ ms_since(const struct timespec *t0)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	return (t1.tv_sec - t0->tv_sec) * 1000 +
 	    (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/*
+ * A recorded spool that cannot be looked at (stat() fails with other
+ * than ENOENT: here ELOOP) may still need the journal: it is kept, and
+ * the other file's open refused.
+ */
+Test(maildrop, journal_kept_when_its_spool_cannot_be_checked)
+{
+	struct crash_case	 c;
+	struct maildrop		*md;
+	char			 other[64], aside[80];
+	off_t			 jsize;
+	int			 k;
+
+	crash_case_init(&c, 1);
+	k = crash_half_moved(&c);
+	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
+	jsize = file_size(fx.journal);
+	snprintf(aside, sizeof(aside), "%s.aside", fx.mbox);
+	cr_assert(rename(fx.mbox, aside) == 0);
+	cr_assert(symlink(fx.mbox, fx.mbox) == 0);	/* a loop */
+	make_temp(other, "/tmp/md-test-other.XXXXXX", NULL);
+	write_file(other, three[0], strlen(three[0]));
+	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
+	    fx.why, sizeof(fx.why)), MD_SYSTEMP, "%s", fx.why);
+	cr_assert(strstr(fx.why, "stat") != NULL, "%s", fx.why);
+	cr_assert_eq(file_size(fx.journal), jsize, "journal changed");
+	cr_assert(unlink(fx.mbox) == 0 && rename(aside, fx.mbox) == 0);
+	cr_assert_eq(check_recovered(&c, k), 0);
+	unlink(other);
+	crash_case_free(&c);
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int flag,
+    struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/*
+ * The limit: a spool path of JOURNAL_SPOOL_MAX (3072) bytes or more is
+ * not recorded, and the journal then names no spool (as a v1 one).
+ */
+Test(maildrop, spool_path_too_long_is_not_recorded)
+{
+	struct maildrop	*md;
+	char		 top[64], path[4000], name[201], got[4000];
+	char		*all;
+	size_t		 len;
+	int		 i;
+
+	make_temp(top, "/tmp/md-test-long.XXXXXX", NULL);
+	cr_assert(unlink(top) == 0 && mkdir(top, 0700) == 0);
+	memset(name, 'd', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	len = strlcpy(path, top, sizeof(path));
+	for (i = 0; i < 16; i++) {
+		len += snprintf(path + len, sizeof(path) - len, "/%s", name);
+		cr_assert(mkdir(path, 0700) == 0, "%s", strerror(errno));
+	}
+	strlcat(path, "/mbox", sizeof(path));
+	cr_assert(strlen(path) >= 3072 && strlen(path) < 3400);
+	all = join(three, 3, 0);
+	write_file(path, all, strlen(all));
+	cr_assert_eq(maildrop_open(&md, path, open(fx.journal, O_RDWR),
+	    fx.why, sizeof(fx.why)), MD_OK, "%s", fx.why);
+	maildrop_delete(md, 0);
+	md_commit(md);
+	/* The journal is still whole until the close clears it. */
+	cr_assert(file_size(fx.journal) > 4096);
+	cr_assert_eq(maildrop_journal_spool(fx.jfd, got, sizeof(got)), -1,
+	    "a path of %zu bytes recorded", strlen(path));
+	maildrop_close(md);
+	cr_assert(nftw(top, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+	free(all);
 }
 
 /*
