@@ -751,15 +751,19 @@ header_unhashed(const char *p, size_t n)
 /*
  * UW-IMAP and Pine keep folder state in a first message that is not
  * mail; it is never listed, never deleted, and kept by the commit.  It
- * is recognised only by all three marks UW writes: its From_ line, its
- * Subject and an X-IMAP header.  Headers are the sender's to choose,
- * but the From_ line is the MDA's, so mail cannot hide itself by
- * becoming first once the messages before it are deleted.
+ * is recognised by all three marks UW writes (its From_ line, its
+ * Subject and an X-IMAP header) and by what it lacks: a Received:
+ * header.  The marks are all a sender's to forge (Postfix writes "From
+ * MAILER-DAEMON" for a bounce, whose envelope sender is empty), but
+ * every MTA that takes in a message adds a Received: line (RFC 5321
+ * section 4.4) that no sender can remove; so mail cannot hide itself
+ * by becoming first once the messages before it are deleted.
  */
 #define PSEUDO_FROM	1
 #define PSEUDO_SUBJECT	2
 #define PSEUDO_XIMAP	4
 #define PSEUDO_ALL	(PSEUDO_FROM | PSEUDO_SUBJECT | PSEUDO_XIMAP)
+#define PSEUDO_MAIL	8	/* a Received: header: it came as mail */
 
 static int
 header_pseudo(const char *p, size_t n)
@@ -769,6 +773,8 @@ header_pseudo(const char *p, size_t n)
 
 	if (n >= 7 && strncasecmp(p, "X-IMAP:", 7) == 0)
 		return PSEUDO_XIMAP;
+	if (n >= 9 && strncasecmp(p, "Received:", 9) == 0)
+		return PSEUDO_MAIL;
 	if (n >= sizeof(subject) - 1 &&
 	    strncmp(p, subject, sizeof(subject) - 1) == 0)
 		return PSEUDO_SUBJECT;

@@ -675,6 +675,40 @@ Test(maildrop, pseudo_message_needs_all_three_marks_and_only_first)
 	free(mbox);
 }
 
+/*
+ * A bounce (empty envelope sender: Postfix writes "From MAILER-DAEMON")
+ * can carry UW's Subject and X-IMAP header; its Received: header says
+ * it came as mail, so it is listed even when it is or becomes first.
+ */
+Test(maildrop, pseudo_message_that_came_as_mail_is_listed)
+{
+	struct maildrop	*md;
+	static const char bounce[] = "From MAILER-DAEMON Sat Nov 21 10:00:00 "
+	    "2026\nReceived: from mx.example by here\nSubject: DON'T DELETE "
+	    "THIS MESSAGE -- FOLDER INTERNAL DATA\nX-IMAP: 1 2\n\nspam\n";
+	char		*mbox;
+
+	put_mbox(bounce);
+	md = md_open();
+	cr_assert_eq(maildrop_count(md), 1, "a bounce hid itself");
+	maildrop_close(md);
+	cr_assert(asprintf(&mbox, "From a\nS: 1\n\nx\n\n%s", bounce) > 0);
+	put_mbox(mbox);
+	md = md_open();
+	cr_assert_eq(maildrop_count(md), 2);
+	maildrop_delete(md, 0);
+	md_commit(md);
+	maildrop_close(md);
+	check_file(bounce);
+	md = md_open();
+	cr_assert_eq(maildrop_count(md), 1, "hid once it became first");
+	check_retr(md, 0, "Received: from mx.example by here\r\nSubject: "
+	    "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\r\n"
+	    "X-IMAP: 1 2\r\n\r\nspam\r\n");
+	maildrop_close(md);
+	free(mbox);
+}
+
 static void
 check_refused(const char *data, size_t len, enum md_status want,
     const char *reason)
