@@ -64,6 +64,7 @@ struct options {
  * checked by the parent, which trusts nothing else in it.
  */
 struct creds_msg {
+	uint32_t	hopeless;	/* fail it unasked: user, pass empty */
 	uint32_t	user_len;
 	uint32_t	pass_len;
 	uint32_t	pending_len;
@@ -265,13 +266,16 @@ child_login(struct session *s, const char *user, const char *pass)
 	if (outbuf_flush(&s->out) == -1)
 		return LOGIN_SYSTEMP;	/* the client is gone: the loop ends */
 	memset(&msg, 0, sizeof(msg));
-	msg.user_len = (uint32_t)strlen(user);
-	msg.pass_len = (uint32_t)strlen(pass);
 	msg.pending_len = (uint32_t)inbuf_pending(&s->in, &pending);
-	if (msg.user_len > USER_MAX || msg.pass_len > PASS_MAX)
-		return LOGIN_FAILED;
-	memcpy(msg.user, user, msg.user_len);
-	memcpy(msg.pass, pass, msg.pass_len);
+	/* The parent still counts it and answers it after the delay. */
+	if (pass == NULL || strlen(user) > USER_MAX || strlen(pass) > PASS_MAX)
+		msg.hopeless = 1;
+	else {
+		msg.user_len = (uint32_t)strlen(user);
+		msg.pass_len = (uint32_t)strlen(pass);
+		memcpy(msg.user, user, msg.user_len);
+		memcpy(msg.pass, pass, msg.pass_len);
+	}
 	memcpy(msg.pending, pending, msg.pending_len);
 	(void)write_full(fd, &msg, sizeof(msg));
 	explicit_bzero(&msg, sizeof(msg));
@@ -340,8 +344,13 @@ spawn_prelogin(const struct prelogin *pl, const struct creds_msg *resume,
 static int
 creds_valid(struct creds_msg *msg)
 {
+	if (msg->pending_len > INBUF_SIZE)
+		return 0;
+	if (msg->hopeless)
+		return msg->hopeless == 1 && msg->user_len == 0 &&
+		    msg->pass_len == 0;
 	if (msg->user_len == 0 || msg->user_len > USER_MAX ||
-	    msg->pass_len > PASS_MAX || msg->pending_len > INBUF_SIZE)
+	    msg->pass_len > PASS_MAX)
 		return 0;
 	if (memchr(msg->user, '\0', msg->user_len) != NULL ||
 	    memchr(msg->pass, '\0', msg->pass_len) != NULL)
@@ -1047,8 +1056,14 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 		if (n != (ssize_t)sizeof(msg) || !creds_valid(&msg))
 			fatalx("bad message from the pre-login child");
 		clock_gettime(CLOCK_MONOTONIC, &start);
-		res = check_creds(opt, peer, rhost, &msg, &auth, canon,
-		    sizeof(canon));
+		if (msg.hopeless) {
+			log_info("login failed from %s: a password or user "
+			    "name too long, or another user's authorization "
+			    "identity", peer);
+			res = AUTH_FAILED;
+		} else
+			res = check_creds(opt, peer, rhost, &msg, &auth,
+			    canon, sizeof(canon));
 		if (res == AUTH_OK)
 			serve_user(opt, pl->conf, auth, canon, &msg);
 		pad_failure(&start);

@@ -263,12 +263,7 @@ cmd_pass(struct session *s, int argc, char **argv)
 		reply(s, "-ERR give USER first");
 		return -1;
 	}
-	if (strlen(argv[0]) > PASS_MAX) {
-		s->have_user = 0;
-		reply(s, "-ERR [AUTH] Authentication failed");
-		return -1;
-	}
-	rv = login(s, s->user, argv[0]);
+	rv = login(s, s->user, strlen(argv[0]) > PASS_MAX ? NULL : argv[0]);
 	s->have_user = 0;
 	return rv;
 }
@@ -344,16 +339,15 @@ plain_login(struct session *s, const char *b64)
 	plen = (size_t)n - zlen - clen - 2;
 	if (clen == 0 || plen == 0 || strlen(pass) != plen)
 		goto malformed;
-	if (clen > USER_MAX || plen > PASS_MAX) {
-		reply(s, "-ERR [AUTH] Authentication failed");
-		goto done;
-	}
-	if (zlen != 0 && strcmp(authzid, authcid) != 0) {
-		reply(s, "-ERR [AUTH] Authorization identity must be empty "
-		    "or the user's own");
-		goto done;
-	}
-	rv = login(s, authcid, pass);
+	/*
+	 * Hopeless credentials fail as a wrong password does: one answer,
+	 * after the same delay, counted, so that the reply tells a guesser
+	 * nothing and gives no free tries.
+	 */
+	if (clen > USER_MAX || plen > PASS_MAX ||
+	    (zlen != 0 && strcmp(authzid, authcid) != 0))
+		pass = NULL;
+	rv = login(s, clen > USER_MAX ? "" : authcid, pass);
 	goto done;
 malformed:
 	reply(s, "-ERR malformed AUTH PLAIN response");

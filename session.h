@@ -72,7 +72,10 @@ struct session {
 	uint64_t	retrieved_octets, deleted_octets;
 	/*
 	 * Called with the credentials of USER/PASS or AUTH PLAIN (the
-	 * password is wiped by the caller afterwards).
+	 * password is wiped by the caller afterwards).  A NULL password
+	 * stands for credentials that can never be valid (too long, or
+	 * another user's authorization identity): the hook fails them like
+	 * a wrong password, delay and count included, without PAM.
 	 */
 	enum login_verdict (*login)(struct session *, const char *user,
 			    const char *pass);

@@ -387,6 +387,27 @@ Test(session, three_failed_logins_close_the_session)
 #define PLAIN_OTHER	"Ym9iAGFsaWNlAHNlY3JldA=="	/* bob\0alice\0secret */
 #define PLAIN_BAD	"AGFsaWNlAHdyb25n"		/* \0alice\0wrong */
 
+/*
+ * Credentials that can never be valid (another user's authorization
+ * identity, a password longer than PASS_MAX) fail like a wrong password:
+ * the same answer, and counted, so they are no free tries.
+ */
+Test(session, hopeless_auth_plain_counts_as_a_failed_login)
+{
+	char	in[2048], *p = in;
+	int	i;
+
+	p += sprintf(p, "AUTH PLAIN " PLAIN_OTHER "\r\nAUTH PLAIN\r\n"
+	    "AGFsaWNlAGFh");		/* \0alice\0aa, then 300 more a */
+	for (i = 0; i < 100; i++)
+		p += sprintf(p, "YWFh");
+	(void)sprintf(p, "\r\nUSER alice\r\nPASS wrong\r\nQUIT\r\n");
+	expect(in, GREETING "-ERR [AUTH] Authentication failed\r\n"
+	    "+ \r\n-ERR [AUTH] Authentication failed\r\n"
+	    "+OK\r\n-ERR [AUTH] Authentication failed; too many failures, "
+	    "closing\r\n");
+}
+
 Test(session, auth_plain_initial_response)
 {
 	expect("AUTH PLAIN " PLAIN_OK "\r\nSTAT\r\nQUIT\r\n",
@@ -409,8 +430,7 @@ Test(session, auth_plain_cancel_empty_and_bad)
 	    "-ERR malformed AUTH PLAIN response\r\n"
 	    "+ \r\n-ERR malformed AUTH PLAIN response\r\n"
 	    "-ERR invalid base64 in AUTH PLAIN\r\n"
-	    "-ERR [AUTH] Authorization identity must be empty or the "
-	    "user's own\r\n"
+	    "-ERR [AUTH] Authentication failed\r\n"
 	    "-ERR [AUTH] Authentication failed\r\n"
 	    "-ERR unsupported authentication mechanism\r\n"
 	    "+OK POP3 server signing off\r\n");

@@ -93,12 +93,25 @@ def test_auth_plain_same_path():
     check(r.startswith("-ERR [AUTH]"), "AUTH PLAIN bad password: %r" % r)
     check(1.8 <= dt <= 3.0, "AUTH PLAIN failure answered after %.2f s, "
           "not about 2 s" % dt)
-    # Another user as authzid: refused, not a way to read another box.
+    # Another user as authzid: refused, not a way to read another box,
+    # and failed like a wrong password: same answer, delay and count.
+    t0 = time.monotonic()
     r = s.c.cmd("AUTH PLAIN " + plain(U_EXPIRED, U_AUTH, PASSWORD))
-    check(r.startswith("-ERR"), "authzid of another user: %r" % r)
+    dt = time.monotonic() - t0
+    check(r == "-ERR [AUTH] Authentication failed",
+          "authzid of another user: %r" % r)
+    check(1.8 <= dt <= 3.0, "authzid mismatch answered after %.2f s" % dt)
     check(not any(proc_ids(k)[0][0] in (uid_of(U_AUTH), uid_of(U_EXPIRED))
                   for k in s.kids()), "authzid mismatch started a session")
-    s.c.cmd("QUIT")
+    # A password too long to be anyone's: the third failure ends it.
+    check(s.c.cmd("AUTH PLAIN").startswith("+"), "AUTH PLAIN challenge")
+    t0 = time.monotonic()
+    r = s.c.cmd(plain("", U_AUTH, "x" * 300))
+    dt = time.monotonic() - t0
+    check(r == "-ERR [AUTH] Authentication failed; too many failures, "
+          "closing", "third failure, a 300-octet password: %r" % r)
+    check(1.8 <= dt <= 3.0, "long password answered after %.2f s" % dt)
+    check(s.wait() is not None, "pop3d did not exit after 3 failures")
 
 
 @test
