@@ -699,7 +699,9 @@ lookup(const char *keyword)
 
 /*
  * RFC 1939 section 3: arguments are separated by single spaces and are
- * at most 40 characters.  Returns the count, or -1 for a syntax error.
+ * at most 40 characters.  Trailing spaces are forgiven, as Dovecot does
+ * ("LIST 1 "): they cannot change what is meant; a password keeps its
+ * own (ARGS_REST).  Returns the count, or -1 for a syntax error.
  */
 static int
 split_args(const struct command *cmd, char *rest, char **argv)
@@ -713,6 +715,11 @@ split_args(const struct command *cmd, char *rest, char **argv)
 		argv[0] = rest;
 		return *rest == '\0' ? -1 : 1;
 	}
+	p = rest + strlen(rest);
+	while (p > rest && p[-1] == ' ')
+		*--p = '\0';
+	if (*rest == '\0')
+		return 0;
 	for (;;) {
 		p = strsep(&rest, " ");
 		if (*p == '\0' || argc == cmd->maxargs)

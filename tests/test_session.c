@@ -217,11 +217,20 @@ Test(session, pass_keeps_spaces)
 	    "+OK POP3 server signing off\r\n");
 }
 
-Test(session, extra_spaces_are_syntax_errors)
+/* Trailing spaces are forgiven (not PASS's: they are the password's). */
+Test(session, extra_spaces_between_words_are_syntax_errors)
 {
-	expect(LOGIN "LIST  1\r\nLIST 1 \r\nSTAT \r\nQUIT\r\n",
+	expect(LOGIN "LIST  1\r\nTOP 1  0\r\n LIST\r\nLIST 1 \r\nSTAT  \r\n"
+	    "QUIT \r\n",
 	    LOGGED_IN "-ERR syntax error\r\n-ERR syntax error\r\n"
-	    "-ERR syntax error\r\n" BYE);
+	    "-ERR unknown command\r\n+OK 1 34\r\n+OK 2 58\r\n" BYE);
+}
+
+Test(session, user_with_trailing_space)
+{
+	expect("USER alice \r\nPASS secret\r\nQUIT\r\n",
+	    GREETING "+OK\r\n+OK maildrop has 2 messages (58 octets)\r\n"
+	    BYE);
 }
 
 Test(session, line_of_255_octets_is_accepted_256_is_not)
