@@ -190,7 +190,9 @@ fuzz_login(struct session *s, const char *user, const char *pass)
 		return LOGIN_EXPIRED;
 	if (strcmp(user, "temp") == 0)
 		return LOGIN_SYSTEMP;
-	if (strcmp(user, "alice") != 0 || strcmp(pass, "secret") != 0)
+	/* NULL: hopeless credentials, failed unasked (see session.h). */
+	if (pass == NULL || strcmp(user, "alice") != 0 ||
+	    strcmp(pass, "secret") != 0)
 		return LOGIN_FAILED;
 	session_start_transaction(s, user, mbox, dup(journal_fd));
 	return LOGIN_STARTED;
@@ -608,7 +610,7 @@ cannot_fail(const struct model *m, const char *cmd)
 static int
 exchange(struct model *m, struct reader *in, struct replies *o)
 {
-	char		 cmd[AUTH_LINE_MAX + 1], line[600], *arg, *kw;
+	char		 cmd[AUTH_LINE_MAX + 1], line[600], *arg, *kw, *end;
 	enum rline	 st;
 
 	if (o->p == o->end)
@@ -637,6 +639,14 @@ exchange(struct model *m, struct reader *in, struct replies *o)
 	arg = strchr(cmd, ' ');
 	if (arg != NULL)
 		*arg++ = '\0';
+	/* The server forgives trailing spaces, but in PASS's argument. */
+	if (arg != NULL && strcasecmp(kw, "PASS") != 0) {
+		end = arg + strlen(arg);
+		while (end > arg && end[-1] == ' ')
+			*--end = '\0';
+		if (*arg == '\0')
+			arg = NULL;
+	}
 	if (strcmp(line, "+ ") == 0) {
 		if (strcasecmp(kw, "AUTH") != 0 || m->logged_in)
 			breach("continuation to %s", kw);
