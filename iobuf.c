@@ -72,6 +72,11 @@ inbuf_fill(struct inbuf *in, int timeout_ms)
 		}
 		if (errno == EINTR)
 			return LINE_INTR;
+		/* A client that reset the connection has closed it. */
+		if (errno == ECONNRESET) {
+			in->eof = 1;
+			return LINE_EOF;
+		}
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return LINE_ERROR;
 	}
@@ -198,7 +203,8 @@ outbuf_flush(struct outbuf *out)
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
 		    wait_fd(out->fd, POLLOUT, out->timeout_ms) > 0)
 			continue;
-		out->error = 1;
+		out->error = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+		    errno != 0 ? errno : EIO;
 	}
 	out->len = 0;
 	return out->error ? -1 : 0;
@@ -216,6 +222,7 @@ void
 outbuf_commit(struct outbuf *out, size_t n)
 {
 	out->len += n;
+	out->sent += n;
 }
 
 int
@@ -234,6 +241,7 @@ outbuf_put(struct outbuf *out, const void *data, size_t len)
 			room = len;
 		memcpy(out->data + out->len, p, room);
 		out->len += room;
+		out->sent += room;
 		p += room;
 		len -= room;
 	}

@@ -7,6 +7,7 @@
 #define IOBUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdarg.h>
 
 #include "params.h"
@@ -32,7 +33,8 @@ struct inbuf {
 struct outbuf {
 	int	fd;
 	int	timeout_ms;
-	int	error;			/* a write failed: the session is over */
+	int	error;			/* errno of a failed write: session over */
+	uint64_t sent;			/* bytes ever buffered, for the log */
 	size_t	len;
 	char	data[OUTBUF_SIZE];
 };

@@ -356,6 +356,17 @@ done:
 	return rv;
 }
 
+/*
+ * Why output failed: a client that has gone (EPIPE, ECONNRESET) closed
+ * the connection, which ends a session as well as QUIT (pop3d(8)).
+ */
+static enum session_end
+output_end(const struct session *s)
+{
+	return s->out.error == EPIPE || s->out.error == ECONNRESET ?
+	    END_EOF : END_IOERR;
+}
+
 /* RFC 5034 section 4: "+ " with an empty challenge, then one line. */
 static int
 plain_continue(struct session *s)
@@ -366,7 +377,7 @@ plain_continue(struct session *s)
 
 	reply(s, "+ ");
 	if (outbuf_flush(&s->out) == -1) {
-		s->end = END_IOERR;
+		s->end = output_end(s);
 		return 0;
 	}
 	st = inbuf_getline(&s->in, line, AUTH_LINE_MAX, timeout_ms(s));
@@ -514,18 +525,24 @@ cmd_list(struct session *s, int argc, char **argv)
 	return 0;
 }
 
-/* A multi-line message reply; the session ends if it breaks off. */
-static int
+/*
+ * A multi-line message reply; the session ends if it breaks off.
+ * Returns the octets of the message sent (for the log), or -1.
+ */
+static int64_t
 send_message(struct session *s, size_t i, long lines)
 {
+	uint64_t	before = s->out.sent;
+
 	if (maildrop_send(s->md, i, lines, &s->out) == -1) {
-		log_warnx("user %s: message %zu could not be sent",
-		    s->user_vis, i + 1);
-		s->end = END_IOERR;
-		return 0;
+		if ((s->end = output_end(s)) == END_IOERR)
+			log_warnx("user %s: message %zu could not be sent",
+			    s->user_vis, i + 1);
+		return -1;
 	}
+	before = s->out.sent - before;
 	reply(s, ".");
-	return 0;
+	return (int64_t)before;
 }
 
 static int
@@ -543,9 +560,12 @@ cmd_retr(struct session *s, int argc, char **argv)
 	p = put_u64(stpcpy(line, "+OK "), size);
 	p = stpcpy(p, " octets\r\n");
 	outbuf_put(&s->out, line, (size_t)(p - line));
-	s->retrieved++;
-	s->retrieved_octets += size;
-	return send_message(s, i, -1);
+	/* Counted once handed on whole: a cut-off download was not one. */
+	if (send_message(s, i, -1) != -1) {
+		s->retrieved++;
+		s->retrieved_octets += size;
+	}
+	return 0;
 }
 
 static int
@@ -553,6 +573,7 @@ cmd_top(struct session *s, int argc, char **argv)
 {
 	const char	*errstr;
 	long long	 lines;
+	int64_t		 sent;
 	size_t		 i;
 
 	(void)argc;
@@ -567,7 +588,12 @@ cmd_top(struct session *s, int argc, char **argv)
 	if (errstr != NULL)
 		lines = LONG_MAX;
 	reply(s, "+OK top of message follows");
-	return send_message(s, i, (long)lines);
+	/* fetchmail downloads with TOP n 99999999: the log counts it. */
+	if ((sent = send_message(s, i, (long)lines)) != -1) {
+		s->topped++;
+		s->topped_octets += (uint64_t)sent;
+	}
+	return 0;
 }
 
 static int
@@ -817,7 +843,7 @@ session_run(struct session *s)
 	while (s->end == END_NONE) {
 		/* Pipelining: answer a burst of commands in one write. */
 		if (!inbuf_has_line(&s->in) && outbuf_flush(&s->out) == -1) {
-			s->end = END_IOERR;
+			s->end = output_end(s);
 			break;
 		}
 		if (session_signalled) {
@@ -848,7 +874,7 @@ session_run(struct session *s)
 		}
 		explicit_bzero(line, sizeof(line));
 		if (s->out.error)
-			s->end = END_IOERR;
+			s->end = output_end(s);
 	}
 	if (s->end != END_HANDOFF)
 		outbuf_flush(&s->out);
@@ -888,8 +914,10 @@ session_finish(struct session *s)
 			    session_end_name(s->end));
 	} else {
 		log_info("user %s: %s; retrieved %zu (%" PRIu64 " octets), "
-		    "deleted %zu (%" PRIu64 " octets), %lld s", s->user_vis,
+		    "top %zu (%" PRIu64 " octets), deleted %zu (%" PRIu64
+		    " octets), %lld s", s->user_vis,
 		    session_end_name(s->end), s->retrieved, s->retrieved_octets,
+		    s->topped, s->topped_octets,
 		    s->end == END_QUIT ? s->deleted : 0,
 		    s->end == END_QUIT ? s->deleted_octets : 0,
 		    (long long)(time(NULL) - s->started));

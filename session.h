@@ -68,8 +68,8 @@ struct session {
 	struct maildrop	*md;
 	time_t		started;
 	/* For the final log line. */
-	size_t		retrieved, deleted;
-	uint64_t	retrieved_octets, deleted_octets;
+	size_t		retrieved, topped, deleted;
+	uint64_t	retrieved_octets, topped_octets, deleted_octets;
 	/*
 	 * Called with the credentials of USER/PASS or AUTH PLAIN (the
 	 * password is wiped by the caller afterwards).  A NULL password
