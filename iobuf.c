@@ -183,28 +183,40 @@ outbuf_init(struct outbuf *out, int fd, int timeout_ms)
 	out->fd = fd;
 	out->timeout_ms = timeout_ms;
 	out->error = 0;
+	out->sent = out->written = 0;
 	out->len = 0;
 }
 
+/*
+ * Write everything buffered.  On failure out->error says why, for the
+ * session's last log line: EPIPE or ECONNRESET (the client is gone),
+ * ETIMEDOUT (it stopped reading), EINTR (a signal while waiting).
+ */
 int
 outbuf_flush(struct outbuf *out)
 {
 	size_t	done = 0;
 	ssize_t	n;
+	int	ready;
 
 	while (!out->error && done < out->len) {
 		n = write(out->fd, out->data + done, out->len - done);
 		if (n > 0) {
 			done += (size_t)n;
+			out->written += (uint64_t)n;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-		    wait_fd(out->fd, POLLOUT, out->timeout_ms) > 0)
-			continue;
-		out->error = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-		    errno != 0 ? errno : EIO;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			ready = wait_fd(out->fd, POLLOUT, out->timeout_ms);
+			if (ready > 0)
+				continue;
+			out->error = ready == 0 ? ETIMEDOUT : errno;
+		} else
+			out->error = n < 0 ? errno : EIO;
+		if (out->error == 0)
+			out->error = EIO;
 	}
 	out->len = 0;
 	return out->error ? -1 : 0;

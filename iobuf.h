@@ -34,7 +34,8 @@ struct outbuf {
 	int	fd;
 	int	timeout_ms;
 	int	error;			/* errno of a failed write: session over */
-	uint64_t sent;			/* bytes ever buffered, for the log */
+	uint64_t sent;			/* bytes ever buffered */
+	uint64_t written;		/* of those, bytes written */
 	size_t	len;
 	char	data[OUTBUF_SIZE];
 };

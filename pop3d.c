@@ -64,7 +64,7 @@ struct options {
  * checked by the parent, which trusts nothing else in it.
  */
 struct creds_msg {
-	uint32_t	hopeless;	/* fail it unasked: user, pass empty */
+	uint32_t	hopeless;	/* fail it unasked; no pass, user if any */
 	uint32_t	user_len;
 	uint32_t	pass_len;
 	uint32_t	pending_len;
@@ -268,12 +268,14 @@ child_login(struct session *s, const char *user, const char *pass)
 	memset(&msg, 0, sizeof(msg));
 	msg.pending_len = (uint32_t)inbuf_pending(&s->in, &pending);
 	/* The parent still counts it and answers it after the delay. */
-	if (pass == NULL || strlen(user) > USER_MAX || strlen(pass) > PASS_MAX)
-		msg.hopeless = 1;
-	else {
+	msg.hopeless = pass == NULL || strlen(pass) > PASS_MAX;
+	if (strlen(user) > USER_MAX)
+		msg.hopeless = 1;	/* named in the log by no user */
+	else
 		msg.user_len = (uint32_t)strlen(user);
+	memcpy(msg.user, user, msg.user_len);
+	if (!msg.hopeless) {
 		msg.pass_len = (uint32_t)strlen(pass);
-		memcpy(msg.user, user, msg.user_len);
 		memcpy(msg.pass, pass, msg.pass_len);
 	}
 	memcpy(msg.pending, pending, msg.pending_len);
@@ -344,13 +346,12 @@ spawn_prelogin(const struct prelogin *pl, const struct creds_msg *resume,
 static int
 creds_valid(struct creds_msg *msg)
 {
-	if (msg->pending_len > INBUF_SIZE)
+	if (msg->pending_len > INBUF_SIZE || msg->hopeless > 1)
 		return 0;
-	if (msg->hopeless)
-		return msg->hopeless == 1 && msg->user_len == 0 &&
-		    msg->pass_len == 0;
-	if (msg->user_len == 0 || msg->user_len > USER_MAX ||
-	    msg->pass_len > PASS_MAX)
+	if (msg->hopeless && msg->pass_len != 0)
+		return 0;
+	if ((msg->user_len == 0 && !msg->hopeless) ||
+	    msg->user_len > USER_MAX || msg->pass_len > PASS_MAX)
 		return 0;
 	if (memchr(msg->user, '\0', msg->user_len) != NULL ||
 	    memchr(msg->pass, '\0', msg->pass_len) != NULL)
@@ -1042,7 +1043,7 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 	struct creds_msg	 msg;
 	struct timespec		 start;
 	struct auth		*auth;
-	char			 canon[USER_MAX + 1];
+	char			 canon[USER_MAX + 1], safe[USER_MAX * 4 + 1];
 	enum auth_result	 res;
 	int			 failures = 0, status;
 	ssize_t			 n;
@@ -1057,9 +1058,10 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 			fatalx("bad message from the pre-login child");
 		clock_gettime(CLOCK_MONOTONIC, &start);
 		if (msg.hopeless) {
-			log_info("login failed from %s: a password or user "
-			    "name too long, or another user's authorization "
-			    "identity", peer);
+			log_safe(safe, sizeof(safe), msg.user, msg.user_len);
+			log_info("login failed for %s from %s (a name or "
+			    "password too long, or another user's "
+			    "authorization identity)", safe, peer);
 			res = AUTH_FAILED;
 		} else
 			res = check_creds(opt, peer, rhost, &msg, &auth,

@@ -363,8 +363,17 @@ done:
 static enum session_end
 output_end(const struct session *s)
 {
-	return s->out.error == EPIPE || s->out.error == ECONNRESET ?
-	    END_EOF : END_IOERR;
+	switch (s->out.error) {
+	case EPIPE:
+	case ECONNRESET:
+		return END_EOF;
+	case ETIMEDOUT:
+		return END_TIMEOUT;	/* it stopped reading */
+	case EINTR:
+		return END_SIGNAL;
+	default:
+		return END_IOERR;
+	}
 }
 
 /* RFC 5034 section 4: "+ " with an empty challenge, then one line. */
@@ -526,23 +535,51 @@ cmd_list(struct session *s, int argc, char **argv)
 }
 
 /*
- * A multi-line message reply; the session ends if it breaks off.
- * Returns the octets of the message sent (for the log), or -1.
+ * The log counts a download once every byte of it has been written
+ * (with pipelining, replies wait in the buffer): the ones buffered
+ * since, up to unsent_mark, count when the writes reach it.  A session
+ * that ends before then did not deliver them.
  */
-static int64_t
+static void
+count_written(struct session *s)
+{
+	if (s->out.written < s->unsent_mark)
+		return;
+	s->retrieved += s->unsent_retr;
+	s->retrieved_octets += s->unsent_retr_octets;
+	s->topped += s->unsent_top;
+	s->topped_octets += s->unsent_top_octets;
+	s->unsent_retr = s->unsent_top = 0;
+	s->unsent_retr_octets = s->unsent_top_octets = 0;
+}
+
+/*
+ * A multi-line message reply (RETR, TOP); the session ends if it breaks
+ * off.  Its octets as sent (byte-stuffed, without the final ".") are
+ * counted for the log.
+ */
+static void
 send_message(struct session *s, size_t i, long lines)
 {
-	uint64_t	before = s->out.sent;
+	uint64_t	start = s->out.sent, octets;
 
 	if (maildrop_send(s->md, i, lines, &s->out) == -1) {
 		if ((s->end = output_end(s)) == END_IOERR)
 			log_warnx("user %s: message %zu could not be sent",
 			    s->user_vis, i + 1);
-		return -1;
+		return;
 	}
-	before = s->out.sent - before;
+	octets = s->out.sent - start;
 	reply(s, ".");
-	return (int64_t)before;
+	count_written(s);
+	if (lines < 0) {
+		s->unsent_retr++;
+		s->unsent_retr_octets += octets;
+	} else {
+		s->unsent_top++;
+		s->unsent_top_octets += octets;
+	}
+	s->unsent_mark = s->out.sent;
 }
 
 static int
@@ -560,11 +597,7 @@ cmd_retr(struct session *s, int argc, char **argv)
 	p = put_u64(stpcpy(line, "+OK "), size);
 	p = stpcpy(p, " octets\r\n");
 	outbuf_put(&s->out, line, (size_t)(p - line));
-	/* Counted once handed on whole: a cut-off download was not one. */
-	if (send_message(s, i, -1) != -1) {
-		s->retrieved++;
-		s->retrieved_octets += size;
-	}
+	send_message(s, i, -1);
 	return 0;
 }
 
@@ -573,7 +606,6 @@ cmd_top(struct session *s, int argc, char **argv)
 {
 	const char	*errstr;
 	long long	 lines;
-	int64_t		 sent;
 	size_t		 i;
 
 	(void)argc;
@@ -588,11 +620,7 @@ cmd_top(struct session *s, int argc, char **argv)
 	if (errstr != NULL)
 		lines = LONG_MAX;
 	reply(s, "+OK top of message follows");
-	/* fetchmail downloads with TOP n 99999999: the log counts it. */
-	if ((sent = send_message(s, i, (long)lines)) != -1) {
-		s->topped++;
-		s->topped_octets += (uint64_t)sent;
-	}
+	send_message(s, i, (long)lines);
 	return 0;
 }
 
@@ -873,7 +901,8 @@ session_run(struct session *s)
 			break;
 		}
 		explicit_bzero(line, sizeof(line));
-		if (s->out.error)
+		/* Not over an end the command set: a committed QUIT stays. */
+		if (s->out.error && s->end == END_NONE)
 			s->end = output_end(s);
 	}
 	if (s->end != END_HANDOFF)
@@ -907,6 +936,7 @@ session_finish(struct session *s)
 {
 	if (s->end != END_HANDOFF)
 		outbuf_flush(&s->out);
+	count_written(s);
 	if (s->state == STATE_AUTHORIZATION) {
 		if (s->end != END_HANDOFF && s->end != END_INUSE &&
 		    s->end != END_MAILDROP_ERROR)

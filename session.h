@@ -67,9 +67,12 @@ struct session {
 	int		auth_failures;
 	struct maildrop	*md;
 	time_t		started;
-	/* For the final log line. */
+	/* For the final log line; downloads once written whole. */
 	size_t		retrieved, topped, deleted;
 	uint64_t	retrieved_octets, topped_octets, deleted_octets;
+	/* Downloads buffered up to out.sent == unsent_mark, not counted. */
+	size_t		unsent_retr, unsent_top;
+	uint64_t	unsent_retr_octets, unsent_top_octets, unsent_mark;
 	/*
 	 * Called with the credentials of USER/PASS or AUTH PLAIN (the
 	 * password is wiped by the caller afterwards).  A NULL password

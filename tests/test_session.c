@@ -2,6 +2,12 @@
  * The protocol engine, byte for byte on the wire (RFC 1939, 2449, 3206,
  * 5034), over a socketpair with a maildrop on a temp file.
  */
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <signal.h>
+
+#include "iobuf.h"
 #include "testlib.h"
 
 /* Two messages; the first has a line to dot-stuff. */
@@ -519,4 +525,123 @@ Test(session, empty_maildrop)
 	    "+OK 0 0\r\n+OK 0 messages (0 octets)\r\n.\r\n"
 	    "+OK unique-id listing follows\r\n.\r\n-ERR no such message\r\n"
 	    "+OK POP3 server signing off (0 messages left)\r\n");
+}
+
+/*
+ * A session on fd, its input already read (so no write happens before
+ * the commands have run), against a client that has closed: the
+ * situation of a client that pipelines and leaves.
+ */
+static void
+run_preloaded(struct session *s, const char *input, size_t prefill)
+{
+	static const struct session_config	conf = { 600, 1 };
+	static char	junk[OUTBUF_SIZE];
+	int		sv[2];
+
+	cr_assert(signal(SIGPIPE, SIG_IGN) != SIG_ERR);
+	cr_assert(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	close(sv[0]);
+	session_init(s, sv[1], sv[1], &conf);
+	s->login = test_login;
+	inbuf_preload(&s->in, input, strlen(input));
+	outbuf_put(&s->out, junk, prefill);
+	session_run(s);
+}
+
+/* Counted for the log only once written: buffered is not delivered. */
+Test(session, downloads_of_a_client_gone_are_not_counted)
+{
+	struct session	s;
+
+	run_preloaded(&s, LOGIN "RETR 1\r\nRETR 2\r\nTOP 1 9\r\n", 0);
+	cr_assert_eq(s.end, END_EOF, "%s", session_end_name(s.end));
+	cr_assert_eq(s.out.error, EPIPE);
+	session_finish(&s);
+	cr_assert_eq(s.retrieved + s.topped, 0, "retrieved %zu, top %zu",
+	    s.retrieved, s.topped);
+	expect_mbox_unchanged();
+}
+
+/*
+ * The client is gone when QUIT's answer fills the buffer: the commit
+ * is done, and the session still ends as QUIT (logged with its
+ * deletions), not as a closed connection.
+ */
+Test(session, quit_whose_answer_cannot_be_written_stays_quit)
+{
+	static const char	before[] = "+OK\r\n+OK maildrop has 2 messages "
+				    "(58 octets)\r\n+OK message 1 deleted\r\n";
+	struct session		s;
+	char			*now;
+
+	/* 20 octets of room are left for QUIT's 46. */
+	run_preloaded(&s, LOGIN "DELE 1\r\nQUIT\r\n",
+	    OUTBUF_SIZE - (sizeof(before) - 1) - 20);
+	cr_assert_eq(s.end, END_QUIT, "%s", session_end_name(s.end));
+	cr_assert_eq(s.out.error, EPIPE);
+	cr_assert_eq(s.deleted, 1);
+	session_finish(&s);
+	now = read_file(fx.mbox, NULL);
+	cr_assert_str_eq(now, strstr(MBOX, "\nFrom bob") + 1);
+	free(now);
+}
+
+/* Why a write failed, for the session's end: gone, or not reading. */
+Test(session, outbuf_says_why_a_write_failed)
+{
+	struct outbuf	*out = calloc(1, sizeof(*out));
+	int		 sv[2], i;
+
+	cr_assert(signal(SIGPIPE, SIG_IGN) != SIG_ERR);
+	cr_assert(out != NULL && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	close(sv[0]);
+	outbuf_init(out, sv[1], 100);
+	outbuf_put(out, "+OK\r\n", 5);
+	cr_assert_eq(outbuf_flush(out), -1);
+	cr_assert_eq(out->error, EPIPE);
+	cr_assert_eq(out->written, 0);
+	close(sv[1]);
+	cr_assert(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	cr_assert(fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
+	outbuf_init(out, sv[1], 100);
+	for (i = 0; i < 64 && !out->error; i++) {	/* > any socket buffer */
+		outbuf_commit(out, OUTBUF_SIZE - out->len);
+		outbuf_flush(out);
+	}
+	cr_assert_eq(out->error, ETIMEDOUT, "error %d after %d buffers",
+	    out->error, i);
+	cr_assert(out->written < out->sent);
+	close(sv[0]);
+	close(sv[1]);
+	free(out);
+}
+
+/* A connection reset by the client is its closing, read as EOF. */
+Test(session, reset_connection_reads_as_eof)
+{
+	struct sockaddr_in	sin;
+	struct linger		lg = { 1, 0 };
+	struct inbuf		in;
+	socklen_t		len = sizeof(sin);
+	char			line[64];
+	int			ls, c, s;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert((ls = socket(AF_INET, SOCK_STREAM, 0)) != -1);
+	cr_assert(bind(ls, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+	cr_assert(listen(ls, 1) == 0);
+	cr_assert(getsockname(ls, (struct sockaddr *)&sin, &len) == 0);
+	cr_assert((c = socket(AF_INET, SOCK_STREAM, 0)) != -1);
+	cr_assert(connect(c, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+	cr_assert((s = accept(ls, NULL, NULL)) != -1);
+	cr_assert(setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+	close(c);			/* linger 0: an RST, not a FIN */
+	inbuf_init(&in, s);
+	cr_assert_eq(inbuf_getline(&in, line, sizeof(line) - 1, 1000),
+	    LINE_EOF);
+	close(s);
+	close(ls);
 }
