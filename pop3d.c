@@ -25,7 +25,6 @@
 #include <netinet/tcp.h>
 
 #include <dirent.h>
-#include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -34,10 +33,12 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,12 +84,33 @@ struct prelogin {
 
 static pid_t	child_pid = -1;
 
+/*
+ * A mistake in the command line: said to syslog, where the admin looks,
+ * and on stderr unless that is the client's socket (inetd and xinetd
+ * pass the connection as fd 2 too).  Then exit.
+ */
+static void __attribute__((noreturn, format(printf, 1, 2)))
+config_error(const char *fmt, ...)
+{
+	struct stat	st;
+	va_list		ap;
+	char		msg[512];
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (fstat(STDERR_FILENO, &st) == 0 && !S_ISSOCK(st.st_mode))
+		fprintf(stderr, "pop3d: %s\n", msg);
+	openlog("pop3d", LOG_PID, LOG_MAIL);
+	syslog(LOG_ERR, "%s", msg);
+	exit(1);
+}
+
 static void __attribute__((noreturn))
 usage(void)
 {
-	fprintf(stderr, "usage: pop3d [-cdRrsV] [-m maildrop] [-p service] "
-	    "[-t timeout] [-u user]\n");
-	exit(1);
+	config_error("usage: pop3d [-cdRrsV] [-m maildrop] [-p service] "
+	    "[-t timeout] [-u user]");
 }
 
 static void
@@ -538,20 +560,27 @@ dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
 /*
  * One liblockfile call with the helper's rights, then root again, with
  * root's groups and not dumpable (a change of euid may have made it so).
+ * The lock file is made readable by all, as dotlockfile makes it, under
+ * any umask (systemd's UMask=0077): MDAs read the pid in it to tell a
+ * dead holder, and so does this root parent, which may lack
+ * CAP_DAC_OVERRIDE (contrib/systemd) and must still see it is ours.
  */
 static int
 dotlock_as_user(struct dotlock_agent *a, char request)
 {
 	gid_t	egid = getegid(), groups[64];
+	mode_t	mask;
 	int	ngroups, r = L_ERROR;
 
 	if ((ngroups = getgroups(64, groups)) == -1 ||
 	    setgroups(1, &a->pw->pw_gid) == -1)
 		return r;
+	mask = umask(022);
 	if (setegid(a->mail) == 0 && seteuid(a->pw->pw_uid) == 0)
 		r = request == DOTLOCK_TAKE ?
 		    lockfile_create(a->lockpath, 0, L_PID) :
 		    lockfile_remove(a->lockpath);
+	(void)umask(mask);
 	if (seteuid(0) == -1 || setegid(egid) == -1 ||
 	    setgroups(ngroups, groups) == -1)
 		fatal("back to root");
@@ -1086,6 +1115,7 @@ parse_options(int argc, char *argv[], struct options *opt)
 	opt->maildrop = DEFAULT_MAILDROP;
 	opt->privsep_user = DEFAULT_PRIVSEP_USER;
 	opt->timeout = DEFAULT_TIMEOUT;
+	opterr = 0;		/* getopt's own message would go to stderr */
 	while ((ch = getopt(argc, argv, "cdm:p:Rrst:u:V")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -1113,7 +1143,7 @@ parse_options(int argc, char *argv[], struct options *opt)
 			opt->timeout = (int)strtonum(optarg, 1, MAX_TIMEOUT,
 			    &errstr);
 			if (errstr != NULL)
-				errx(1, "timeout %s: %s", optarg, errstr);
+				config_error("timeout %s: %s", optarg, errstr);
 			break;
 		case 'u':
 			opt->privsep_user = optarg;
@@ -1122,14 +1152,19 @@ parse_options(int argc, char *argv[], struct options *opt)
 			printf("pop3d %s\n", POP3D_VERSION);
 			exit(0);
 		default:
-			usage();
+			if (optopt != 0 && strchr("mptu", optopt) != NULL)
+				config_error("option -%c needs a value",
+				    optopt);
+			config_error("unknown option -%c; usage: pop3d "
+			    "[-cdRrsV] [-m maildrop] [-p service] "
+			    "[-t timeout] [-u user]", optopt);
 		}
 	}
 	if (optind != argc)
 		usage();
 	if (!template_valid(opt->maildrop))
-		errx(1, "maildrop template %s: must be an absolute path or "
-		    "start with %%h, and use only %%u, %%h and %%%%",
+		config_error("maildrop template %s: must be an absolute path "
+		    "or start with %%h, and use only %%u, %%h and %%%%",
 		    opt->maildrop);
 }
 

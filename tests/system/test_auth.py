@@ -464,5 +464,31 @@ def test_password_never_logged():
     info("%d logs scanned" % len(logs))
 
 
+
+@test
+def test_command_line_errors_stay_off_the_client():
+    """Under inetd and xinetd fd 2 is the client's socket too: a mistake
+    in the command line is for the admin (syslog, or a stderr that is
+    not the socket), never a line sent to the client."""
+    for args, want in ((["-t", "0"], b"timeout 0: too small"),
+                       (["-x"], b"unknown option -x"),
+                       (["-m"], b"option -m needs a value"),
+                       (["-m", "rel/%u"], b"maildrop template rel/%u")):
+        r = run([POP3D] + args, check=False)
+        check(r.returncode == 1 and want in r.stdout,
+              "pop3d %s: exit %d, %r" % (" ".join(args), r.returncode,
+                                         r.stdout))
+        ours, theirs = socket.socketpair()
+        p = spawn([POP3D] + args, stdin=theirs, stdout=theirs,
+                  stderr=theirs)
+        theirs.close()
+        ours.settimeout(5)
+        got = ours.recv(4096)
+        ours.close()
+        check(p.wait(timeout=5) == 1, "pop3d %s on a socket: exit %r"
+              % (" ".join(args), p.returncode))
+        check(got == b"", "pop3d %s sent the client %r" % (" ".join(args),
+                                                          got))
+
 if __name__ == "__main__":
     main()

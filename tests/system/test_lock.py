@@ -330,6 +330,29 @@ def session_gone(pid, timeout):
 
 
 @test
+def test_dotlock_released_under_the_systemd_units_restrictions():
+    """contrib/systemd/pop3d@.service: UMask=0077, and a root without
+    CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH.  The dot-lock must still be
+    readable by all (MDAs read its pid) and removed after QUIT; a lock
+    the root parent could not read was left behind for good, blocking
+    procmail until its LOCKTIMEOUT."""
+    fresh()
+    wrap = ["sh", "-c", 'umask 077 && exec setpriv --bounding-set='
+            '-dac_override,-dac_read_search -- "$@"', "sh"]
+    s = Server(wrap=wrap)
+    check(s.c.login(USER).startswith("+OK"), "login under the restrictions")
+    lst = os.stat(lock_path(USER))
+    check(lst.st_mode & 0o777 == 0o644, "dot-lock mode %o under umask 077, "
+          "not 644: no MDA can read its pid" % (lst.st_mode & 0o777))
+    check(s.c.cmd("DELE 1").startswith("+OK"), "DELE 1")
+    check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
+    check(s.wait() is not None, "pop3d did not exit after QUIT")
+    check_released("after QUIT without CAP_DAC_OVERRIDE")
+    check(read_spool(USER) == b"".join(MSGS[1:]),
+          "QUIT did not remove exactly message 1")
+
+
+@test
 def test_sigkill_session_dotlock_removed_by_the_monitor():
     # The dot-lock holds the monitor's pid, not the session's, so that it
     # is not stale while the monitor (here stopped) lives; once the
