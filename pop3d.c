@@ -440,7 +440,7 @@ template_valid(const char *tmpl)
 {
 	const char	*p;
 
-	if (tmpl[0] != '/' && strncmp(tmpl, "%h", 2) != 0)
+	if (tmpl[0] != '/' && strncmp(tmpl, "%h/", 3) != 0)
 		return 0;
 	for (p = tmpl; (p = strchr(p, '%')) != NULL; p += 2)
 		if (p[1] != 'u' && p[1] != 'h' && p[1] != '%')
@@ -911,6 +911,9 @@ recover_all(const struct options *opt)
 
 	if ((dir = opendir(JOURNAL_DIR)) == NULL)
 		return errno == ENOENT ? 0 : (log_warn("%s", JOURNAL_DIR), 1);
+	/* Said even when there is nothing to do: it ran, at boot. */
+	log_info("recovery: looking for unfinished commits in %s",
+	    JOURNAL_DIR);
 	while ((de = readdir(dir)) != NULL) {
 		if (de->d_name[0] == '.' || fstatat(dirfd(dir), de->d_name,
 		    &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode) ||
@@ -937,6 +940,8 @@ recover_all(const struct options *opt)
 		free_account(&account);
 	}
 	closedir(dir);
+	log_info("recovery: %s", failed ? "a spool could not be rolled "
+	    "back; its user's next login tries again" : "done");
 	return failed;
 }
 
@@ -1164,8 +1169,8 @@ parse_options(int argc, char *argv[], struct options *opt)
 		usage();
 	if (!template_valid(opt->maildrop))
 		config_error("maildrop template %s: must be an absolute path "
-		    "or start with %%h, and use only %%u, %%h and %%%%",
-		    opt->maildrop);
+		    "or start with %%h/, and use no %% escape but %%u, %%h "
+		    "and %%%%", opt->maildrop);
 }
 
 int

@@ -196,15 +196,23 @@ message_index(struct session *s, const char *arg, size_t *idx)
 	return 0;
 }
 
+/* -c, and neither loopback nor -s: logged, so the admin sees why. */
+static int
+refuse_cleartext(struct session *s)
+{
+	log_info("cleartext login refused (-c): the client is not on "
+	    "loopback and the transport is not marked secure (-s)");
+	reply(s, "-ERR [AUTH] Cleartext login refused on this connection; "
+	    "use TLS");
+	return -1;
+}
+
 static int
 cmd_user(struct session *s, int argc, char **argv)
 {
 	(void)argc;
-	if (!s->conf->cleartext_ok) {
-		reply(s, "-ERR [AUTH] Cleartext login refused on this "
-		    "connection; use TLS");
-		return -1;
-	}
+	if (!s->conf->cleartext_ok)
+		return refuse_cleartext(s);
 	if (strlcpy(s->user, argv[0], sizeof(s->user)) >= sizeof(s->user)) {
 		s->have_user = 0;
 		reply(s, "-ERR user name too long");
@@ -432,11 +440,8 @@ cmd_auth(struct session *s, int argc, char **argv)
 		reply(s, "-ERR unsupported authentication mechanism");
 		return -1;
 	}
-	if (!s->conf->cleartext_ok) {
-		reply(s, "-ERR [AUTH] Cleartext login refused on this "
-		    "connection; use TLS");
-		return -1;
-	}
+	if (!s->conf->cleartext_ok)
+		return refuse_cleartext(s);
 	s->have_user = 0;
 	if (argc == 1)
 		return plain_continue(s);

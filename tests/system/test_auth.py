@@ -473,7 +473,8 @@ def test_command_line_errors_stay_off_the_client():
     for args, want in ((["-t", "0"], b"timeout 0: too small"),
                        (["-x"], b"unknown option -x"),
                        (["-m"], b"option -m needs a value"),
-                       (["-m", "rel/%u"], b"maildrop template rel/%u")):
+                       (["-m", "rel/%u"], b"maildrop template rel/%u"),
+                       (["-m", "%hinbox"], b"start with %h/")):
         r = run([POP3D] + args, check=False)
         check(r.returncode == 1 and want in r.stdout,
               "pop3d %s: exit %d, %r" % (" ".join(args), r.returncode,

@@ -833,6 +833,9 @@ def boot_recovery_repairs():
                        timeout=30)
     check(r.returncode == 0, "pop3d -R exited %d: %s" % (r.returncode,
                                                          r.stderr))
+    # Logged, so that the admin sees it ran at boot.
+    check("recovery: looking for unfinished commits" in r.stderr and
+          "recovery: done" in r.stderr, "pop3d -R logged: %r" % r.stderr)
     data = read_spool(USER)
     check(state_name(data) is not None, "after pop3d -R: "
           + torn_detail(data))
