@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -106,12 +107,8 @@ config_error(const char *fmt, ...)
 	exit(1);
 }
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	config_error("usage: pop3d [-cdRrsV] [-m maildrop] [-p service] "
-	    "[-t timeout] [-u user]");
-}
+#define USAGE	"usage: pop3d [-cdRrsV] [-m maildrop] [-p service] " \
+		"[-t timeout] [-u user]"
 
 static void
 on_signal(int sig)
@@ -560,8 +557,8 @@ dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
 /*
  * One liblockfile call with the helper's rights, then root again, with
  * root's groups and not dumpable (a change of euid may have made it so).
- * The lock file is made readable by all, as dotlockfile makes it, under
- * any umask (systemd's UMask=0077): MDAs read the pid in it to tell a
+ * The lock file is made readable by all (0644, as liblockfile makes it
+ * under the usual umask 022) whatever the umask (systemd's UMask=0077): MDAs read the pid in it to tell a
  * dead holder, and so does this root parent, which may lack
  * CAP_DAC_OVERRIDE (contrib/systemd) and must still see it is ours.
  */
@@ -909,11 +906,17 @@ recover_all(const struct options *opt)
 	DIR		*dir;
 	int		 failed = 0;
 
-	if ((dir = opendir(JOURNAL_DIR)) == NULL)
-		return errno == ENOENT ? 0 : (log_warn("%s", JOURNAL_DIR), 1);
 	/* Said even when there is nothing to do: it ran, at boot. */
 	log_info("recovery: looking for unfinished commits in %s",
 	    JOURNAL_DIR);
+	if ((dir = opendir(JOURNAL_DIR)) == NULL) {
+		if (errno != ENOENT) {
+			log_warn("%s", JOURNAL_DIR);
+			return 1;
+		}
+		log_info("recovery: done (no journal directory)");
+		return 0;
+	}
 	while ((de = readdir(dir)) != NULL) {
 		if (de->d_name[0] == '.' || fstatat(dirfd(dir), de->d_name,
 		    &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode) ||
@@ -1113,6 +1116,7 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 static void
 parse_options(int argc, char *argv[], struct options *opt)
 {
+	char		 arg[256];
 	const char	*errstr;
 	int		 ch;
 
@@ -1160,13 +1164,16 @@ parse_options(int argc, char *argv[], struct options *opt)
 			if (optopt != 0 && strchr("mptu", optopt) != NULL)
 				config_error("option -%c needs a value",
 				    optopt);
-			config_error("unknown option -%c; usage: pop3d "
-			    "[-cdRrsV] [-m maildrop] [-p service] "
-			    "[-t timeout] [-u user]", optopt);
+			if (optopt == '-')
+				config_error("no long options; " USAGE);
+			config_error("unknown option -%c; " USAGE,
+			    isgraph(optopt) ? optopt : '?');
 		}
 	}
-	if (optind != argc)
-		usage();
+	if (optind != argc) {
+		log_safe(arg, sizeof(arg), argv[optind], strlen(argv[optind]));
+		config_error("unexpected argument %s; " USAGE, arg);
+	}
 	if (!template_valid(opt->maildrop))
 		config_error("maildrop template %s: must be an absolute path "
 		    "or start with %%h/, and use no %% escape but %%u, %%h "

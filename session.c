@@ -76,6 +76,7 @@ static const struct command commands[] = {
 	{ "UIDL", ST_TRANS,	0, 1, ARGS_WORDS,	cmd_uidl },
 };
 
+static void	bad_command(struct session *, const char *);
 static void	reply(struct session *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 
@@ -196,13 +197,19 @@ message_index(struct session *s, const char *arg, size_t *idx)
 	return 0;
 }
 
-/* -c, and neither loopback nor -s: logged, so the admin sees why. */
+/*
+ * -c, and neither loopback nor -s.  Logged once, so the admin sees why
+ * and a client cannot flood the log; a bad command, so that a client
+ * repeating it is cut off.
+ */
 static int
 refuse_cleartext(struct session *s)
 {
-	log_info("cleartext login refused (-c): the client is not on "
-	    "loopback and the transport is not marked secure (-s)");
-	reply(s, "-ERR [AUTH] Cleartext login refused on this connection; "
+	if (!s->cleartext_logged)
+		log_info("cleartext login refused (-c): the client is not on "
+		    "loopback and the transport is not marked secure (-s)");
+	s->cleartext_logged = 1;
+	bad_command(s, "[AUTH] Cleartext login refused on this connection; "
 	    "use TLS");
 	return -1;
 }

@@ -63,6 +63,7 @@ struct session {
 	/* The logged-in user made safe for logs and the process title. */
 	char		user_vis[USER_MAX * 4 + 1];
 	int		have_user;
+	int		cleartext_logged; /* one log line per session */
 	int		bad_commands;	/* consecutive */
 	int		auth_failures;
 	struct maildrop	*md;

@@ -77,6 +77,28 @@ Test(session, capa_before_and_after_login)
 	    "+OK maildrop has 2 messages (58 octets)\r\n" CAPA_REPLY BYE);
 }
 
+/* Refused cleartext logins are bad commands: a client repeating them
+ * is cut off (and the log has one line, not one per try). */
+Test(session, repeated_cleartext_logins_are_cut_off)
+{
+	struct run_opts	 o = { 0, 0, 1 };
+	char		 in[512], want[2048], *p = in, *q = want, *out;
+	int		 i;
+
+	q += sprintf(q, GREETING);
+	for (i = 0; i < 10; i++) {
+		p += sprintf(p, i % 2 ? "USER alice\r\n" : "AUTH PLAIN\r\n");
+		if (i < 9)
+			q += sprintf(q, "-ERR [AUTH] Cleartext login refused "
+			    "on this connection; use TLS\r\n");
+	}
+	(void)sprintf(p, "QUIT\r\n");
+	(void)sprintf(q, "-ERR too many bad commands, closing\r\n");
+	out = run_session_opts(in, strlen(in), &o, NULL);
+	cr_assert_str_eq(out, want);
+	free(out);
+}
+
 Test(session, capa_without_cleartext)
 {
 	struct run_opts	 o = { 0, 0, 1 };

@@ -472,6 +472,7 @@ def test_command_line_errors_stay_off_the_client():
     not the socket), never a line sent to the client."""
     for args, want in ((["-t", "0"], b"timeout 0: too small"),
                        (["-x"], b"unknown option -x"),
+                       (["-c", "extra"], b"unexpected argument extra"),
                        (["-m"], b"option -m needs a value"),
                        (["-m", "rel/%u"], b"maildrop template rel/%u"),
                        (["-m", "%hinbox"], b"start with %h/")):
