@@ -1777,6 +1777,21 @@ crash_half_moved(const struct crash_case *c)
 	return -1;
 }
 
+/*
+ * crash_half_moved(), then free the journal for another session (the
+ * killed one's flock went with it: fx.jfd shares it); *jsize is the
+ * journal's size, which must not change until recovery.
+ */
+static int
+crash_leaving_journal(const struct crash_case *c, off_t *jsize)
+{
+	int	k = crash_half_moved(c);
+
+	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
+	*jsize = file_size(fx.journal);
+	return k;
+}
+
 static void
 crash_matrix(unsigned mask, enum fault_mode mode)
 {
@@ -2117,10 +2132,7 @@ Test(maildrop, journal_of_another_live_spool_is_kept)
 	int			 k;
 
 	crash_case_init(&c, 1);
-	k = crash_half_moved(&c);
-	/* The killed session's flock went with it (fx.jfd shares it). */
-	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
-	jsize = file_size(fx.journal);
+	k = crash_leaving_journal(&c, &jsize);
 	make_temp(other, "/tmp/md-test-other.XXXXXX", NULL);
 	write_file(other, three[0], strlen(three[0]));
 	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
@@ -2161,9 +2173,7 @@ Test(maildrop, journal_kept_when_its_spool_cannot_be_checked)
 	int			 k;
 
 	crash_case_init(&c, 1);
-	k = crash_half_moved(&c);
-	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
-	jsize = file_size(fx.journal);
+	k = crash_leaving_journal(&c, &jsize);
 	snprintf(aside, sizeof(aside), "%s.aside", fx.mbox);
 	cr_assert(rename(fx.mbox, aside) == 0);
 	cr_assert(symlink(fx.mbox, fx.mbox) == 0);	/* a loop */
@@ -2247,9 +2257,7 @@ Test(maildrop, commit_keeps_the_journal_of_another_live_spool)
 	write_file(other, all, strlen(all));
 	cr_assert_eq(maildrop_open(&md, other, open(fx.journal, O_RDWR),
 	    fx.why, sizeof(fx.why)), MD_OK, "%s", fx.why);
-	k = crash_half_moved(&c);
-	cr_assert(flock(fx.jfd, LOCK_UN) == 0);
-	jsize = file_size(fx.journal);
+	k = crash_leaving_journal(&c, &jsize);
 	maildrop_delete(md, 0);
 	cr_assert_eq(maildrop_commit(md, fx.why, sizeof(fx.why)), MD_SYSTEMP,
 	    "%s", fx.why);

@@ -445,6 +445,20 @@ Test(session, hopeless_auth_plain_counts_as_a_failed_login)
 	    "closing\r\n");
 }
 
+/* An authentication identity longer than USER_MAX: hopeless too. */
+#define PLAIN_LONG_USER	"AUTH PLAIN AHV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1" \
+			"dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1" \
+			"dXV1dXV1dXV1dXV1dXV1dXUAc2VjcmV0\r\n"
+				/* \0, 70 times u, \0secret */
+Test(session, auth_plain_user_too_long_counts_as_a_failed_login)
+{
+	expect(PLAIN_LONG_USER PLAIN_LONG_USER PLAIN_LONG_USER "QUIT\r\n",
+	    GREETING "-ERR [AUTH] Authentication failed\r\n"
+	    "-ERR [AUTH] Authentication failed\r\n"
+	    "-ERR [AUTH] Authentication failed; too many failures, "
+	    "closing\r\n");
+}
+
 Test(session, auth_plain_initial_response)
 {
 	expect("AUTH PLAIN " PLAIN_OK "\r\nSTAT\r\nQUIT\r\n",
