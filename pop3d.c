@@ -558,9 +558,10 @@ dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
  * One liblockfile call with the helper's rights, then root again, with
  * root's groups and not dumpable (a change of euid may have made it so).
  * The lock file is made readable by all (0644, as liblockfile makes it
- * under the usual umask 022) whatever the umask (systemd's UMask=0077): MDAs read the pid in it to tell a
- * dead holder, and so does this root parent, which may lack
- * CAP_DAC_OVERRIDE (contrib/systemd) and must still see it is ours.
+ * under the usual umask 022) whatever the umask (systemd's UMask=0077):
+ * MDAs read the pid in it to tell a dead holder, and so does this root
+ * parent, which may lack CAP_DAC_OVERRIDE (contrib/systemd) and must
+ * still see that it is ours.
  */
 static int
 dotlock_as_user(struct dotlock_agent *a, char request)
@@ -1124,8 +1125,8 @@ parse_options(int argc, char *argv[], struct options *opt)
 	opt->maildrop = DEFAULT_MAILDROP;
 	opt->privsep_user = DEFAULT_PRIVSEP_USER;
 	opt->timeout = DEFAULT_TIMEOUT;
-	opterr = 0;		/* getopt's own message would go to stderr */
-	while ((ch = getopt(argc, argv, "cdm:p:Rrst:u:V")) != -1) {
+	/* ':' first: getopt reports to us, not on stderr (the client). */
+	while ((ch = getopt(argc, argv, ":cdm:p:Rrst:u:V")) != -1) {
 		switch (ch) {
 		case 'c':
 			opt->require_tls = 1;
@@ -1160,10 +1161,9 @@ parse_options(int argc, char *argv[], struct options *opt)
 		case 'V':
 			printf("pop3d %s\n", POP3D_VERSION);
 			exit(0);
+		case ':':
+			config_error("option -%c needs a value", optopt);
 		default:
-			if (optopt != 0 && strchr("mptu", optopt) != NULL)
-				config_error("option -%c needs a value",
-				    optopt);
 			if (optopt == '-')
 				config_error("no long options; " USAGE);
 			config_error("unknown option -%c; " USAGE,
