@@ -59,6 +59,7 @@ struct options {
 	int		 require_tls;	/* -c */
 	int		 secure;	/* -s */
 	int		 recover;	/* -R */
+	int		 pam_session;	/* -S */
 };
 
 /*
@@ -107,7 +108,7 @@ config_error(const char *fmt, ...)
 	exit(1);
 }
 
-#define USAGE	"usage: pop3d [-cdRrsV] [-m maildrop] [-p service] " \
+#define USAGE	"usage: pop3d [-cdRrSsV] [-m maildrop] [-p service] " \
 		"[-t timeout] [-u user]"
 
 static void
@@ -958,9 +959,9 @@ refuse(struct auth *auth, const char *line)
 }
 
 /*
- * After a good login: PAM session, journal, then the session process;
- * this process stays root to serve its dot-lock, to have a killed
- * session's commit rolled back, and to close the PAM session.
+ * After a good login: PAM session (-S), journal, then the session
+ * process; this process stays root to serve its dot-lock, to have a
+ * killed session's commit rolled back, and to close the PAM session.
  */
 static void __attribute__((noreturn))
 serve_user(const struct options *opt, const struct session_config *conf,
@@ -986,7 +987,13 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		refuse(auth, "-ERR [SYS/PERM] Cannot serve this account; ask "
 		    "the administrator\r\n");
 	}
-	if (auth_open_session(auth) == -1) {
+	/*
+	 * A PAM session only when asked (-S), as Dovecot (session=yes) and
+	 * popa3d: a mail client logs in every few minutes, and the
+	 * common-session stack would have pam_systemd register each login
+	 * with logind and start the user's systemd manager.
+	 */
+	if (opt->pam_session && auth_open_session(auth) == -1) {
 		log_warnx("user %s: PAM session refused", user);
 		refuse(auth, "-ERR [SYS/TEMP] Cannot open a session now; try "
 		    "again later\r\n");
@@ -1126,7 +1133,7 @@ parse_options(int argc, char *argv[], struct options *opt)
 	opt->privsep_user = DEFAULT_PRIVSEP_USER;
 	opt->timeout = DEFAULT_TIMEOUT;
 	/* ':' first: getopt reports to us, not on stderr (the client). */
-	while ((ch = getopt(argc, argv, ":cdm:p:Rrst:u:V")) != -1) {
+	while ((ch = getopt(argc, argv, ":cdm:p:RrSst:u:V")) != -1) {
 		switch (ch) {
 		case 'c':
 			opt->require_tls = 1;
@@ -1145,6 +1152,9 @@ parse_options(int argc, char *argv[], struct options *opt)
 			break;
 		case 'r':
 			opt->allow_root = 1;
+			break;
+		case 'S':
+			opt->pam_session = 1;
 			break;
 		case 's':
 			opt->secure = 1;

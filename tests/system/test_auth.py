@@ -451,6 +451,42 @@ def test_login_over_tcp_socket_activate():
 
 
 @test
+def test_pam_session_only_with_S():
+    """By default pop3d only authenticates, as Dovecot and popa3d do; -S
+    opens a PAM session after the login and closes it when the session
+    ends.  A session module (pam_exec) records each call."""
+    svc = "p3sys-session"
+    pamfile = "/etc/pam.d/" + svc
+    hook = os.path.join(WORK, "session-hook")
+    trace = os.path.join(WORK, "session-trace")
+    check(not os.path.exists(pamfile), "%s exists already" % pamfile)
+    with open(hook, "w") as f:
+        f.write('#!/bin/sh\necho "$PAM_TYPE $PAM_USER" >> %s\n' % trace)
+    os.chmod(hook, 0o755)
+    try:
+        with open(pamfile, "w") as f:
+            f.write("# Written by pop3d's system tests; removed at once.\n"
+                    "@include common-auth\n@include common-account\n"
+                    "session required pam_exec.so quiet %s\n" % hook)
+        for args, want in ((["-p", svc], ""),
+                           (["-S", "-p", svc], "open_session %s\n"
+                            "close_session %s\n" % (U_AUTH, U_AUTH))):
+            if os.path.exists(trace):
+                os.unlink(trace)
+            remove_spool(U_AUTH)
+            s, r = login_session(U_AUTH, args)
+            quit_ok(s)
+            got = ""
+            if os.path.exists(trace):
+                with open(trace) as f:
+                    got = f.read()
+            check(got == want, "pop3d %s: PAM session calls %r, want %r" %
+                  (" ".join(args), got, want))
+    finally:
+        os.unlink(pamfile)
+
+
+@test
 def test_password_never_logged():
     # Last: every pop3d log of this file (stderr under -d) is scanned.
     logs = [f for f in os.listdir(WORK) if f.startswith("pop3d.")]
