@@ -451,10 +451,10 @@ def test_login_over_tcp_socket_activate():
 
 
 @test
-def test_pam_session_only_with_S():
-    """By default pop3d only authenticates, as Dovecot and popa3d do; -S
-    opens a PAM session after the login and closes it when the session
-    ends.  A session module (pam_exec) records each call."""
+def test_pam_session_unless_S():
+    """pop3d opens a PAM session after the login and closes it when the
+    session ends; -S only authenticates, as popa3d and Dovecot's default
+    do.  A session module (pam_exec) records each call."""
     svc = "p3sys-session"
     pamfile = "/etc/pam.d/" + svc
     hook = os.path.join(WORK, "session-hook")
@@ -468,9 +468,9 @@ def test_pam_session_only_with_S():
             f.write("# Written by pop3d's system tests; removed at once.\n"
                     "@include common-auth\n@include common-account\n"
                     "session required pam_exec.so quiet %s\n" % hook)
-        for args, want in ((["-p", svc], ""),
-                           (["-S", "-p", svc], "open_session %s\n"
-                            "close_session %s\n" % (U_AUTH, U_AUTH))):
+        for args, want in ((["-p", svc], "open_session %s\n"
+                            "close_session %s\n" % (U_AUTH, U_AUTH)),
+                           (["-S", "-p", svc], "")):
             if os.path.exists(trace):
                 os.unlink(trace)
             remove_spool(U_AUTH)
