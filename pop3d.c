@@ -313,7 +313,11 @@ static void __attribute__((noreturn))
 run_preauth_child(const struct prelogin *pl, int creds_fd,
     const struct creds_msg *resume, enum login_verdict verdict, int failures)
 {
-	struct session	s;
+	/*
+	 * Static, one per process: on the stack its 132 KB would be
+	 * touched page by page at entry by -fstack-clash-protection.
+	 */
+	static struct session s;
 	struct rlimit	zero = { 0, 0 };
 
 	if (chroot(CHROOT_DIR) == -1 || chdir("/") == -1)
@@ -774,7 +778,7 @@ run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
     struct dotlock_agent *agent, const struct creds_msg *msg)
 {
-	struct session	s;
+	static struct session s;	/* static: see run_preauth_child() */
 
 	drop_privileges(pw->pw_uid, pw->pw_gid);
 	set_signals(on_signal);		/* before the monitor's death signal */

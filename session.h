@@ -56,8 +56,6 @@ struct session {
 	const struct session_config *conf;
 	enum session_state state;
 	enum session_end end;
-	struct inbuf	in;
-	struct outbuf	out;
 	/* The USER argument until login, then the canonical name. */
 	char		user[USER_MAX + 1];
 	/* The logged-in user made safe for logs and the process title. */
@@ -84,6 +82,9 @@ struct session {
 	enum login_verdict (*login)(struct session *, const char *user,
 			    const char *pass);
 	void		*login_ctx;
+	/* Last: session_init() leaves their 132 KB of bytes untouched. */
+	struct inbuf	in;
+	struct outbuf	out;
 };
 
 /* Set by the signal handlers; the session ends without UPDATE. */
