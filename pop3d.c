@@ -995,7 +995,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	/*
 	 * A PAM session, so that pam_limits, pam_systemd and the like work;
 	 * -S leaves it out, as Dovecot (session=no, its default) and popa3d
-	 * do: about 0.8 ms of every login, and with pam_systemd a logind
+	 * do: 0.5-1 ms of every login, and with pam_systemd a logind
 	 * session (and the user's manager) for every mail check.
 	 */
 	if (!opt->no_session && auth_open_session(auth) == -1) {
