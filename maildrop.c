@@ -454,21 +454,25 @@ dotlock_ask(char request)
 	return n == (ssize_t)sizeof(answer) ? answer : L_ERROR;
 }
 
-static int
-dotlock_create(const char *lockpath)
+int
+dotlock_file_create(const char *lockpath)
 {
 	mode_t	mask;
 	int	r;
 
 	/* No retries inside: the library would sleep 5 s between them. */
-
-	if (dotlock_agent != -1)
-		return dotlock_ask(DOTLOCK_TAKE);
-	/* Readable by all, whatever the umask: MDAs read its pid. */
 	mask = umask(022);
 	r = lockfile_create(lockpath, 0, L_PID);
 	(void)umask(mask);
 	return r;
+}
+
+static int
+dotlock_create(const char *lockpath)
+{
+	if (dotlock_agent != -1)
+		return dotlock_ask(DOTLOCK_TAKE);
+	return dotlock_file_create(lockpath);
 }
 
 static int

@@ -70,6 +70,13 @@ int	maildrop_send(struct maildrop *, size_t msg, long lines,
 #define DOTLOCK_TAKE	'L'
 #define DOTLOCK_DROP	'U'
 void	maildrop_use_dotlock_agent(int sock);
+/*
+ * liblockfile's lockfile_create() with our pid in the file, no retries,
+ * and the file readable by all whatever the umask (systemd's UMask=0077):
+ * MDAs, and the root monitor without CAP_DAC_OVERRIDE, read the pid in
+ * it to tell a dead holder.
+ */
+int	dotlock_file_create(const char *lockpath);
 /* Recovery after a killed session: its dot-lock was kept for us. */
 void	maildrop_locks_kept(void);
 /* Keep the dot-lock fresh; cheap enough to call after every command. */

@@ -562,28 +562,20 @@ dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
 /*
  * One liblockfile call with the helper's rights, then root again, with
  * root's groups and not dumpable (a change of euid may have made it so).
- * The lock file is made readable by all (0644, as liblockfile makes it
- * under the usual umask 022) whatever the umask (systemd's UMask=0077):
- * MDAs read the pid in it to tell a dead holder, and so does this root
- * parent, which may lack CAP_DAC_OVERRIDE (contrib/systemd) and must
- * still see that it is ours.
  */
 static int
 dotlock_as_user(struct dotlock_agent *a, char request)
 {
 	gid_t	egid = getegid(), groups[64];
-	mode_t	mask;
 	int	ngroups, r = L_ERROR;
 
 	if ((ngroups = getgroups(64, groups)) == -1 ||
 	    setgroups(1, &a->pw->pw_gid) == -1)
 		return r;
-	mask = umask(022);
 	if (setegid(a->mail) == 0 && seteuid(a->pw->pw_uid) == 0)
 		r = request == DOTLOCK_TAKE ?
-		    lockfile_create(a->lockpath, 0, L_PID) :
+		    dotlock_file_create(a->lockpath) :
 		    lockfile_remove(a->lockpath);
-	(void)umask(mask);
 	if (seteuid(0) == -1 || setegid(egid) == -1 ||
 	    setgroups(ngroups, groups) == -1)
 		fatal("back to root");

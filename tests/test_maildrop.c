@@ -493,6 +493,30 @@ Test(maildrop, missing_file_is_empty_and_not_created)
 	cr_assert(access(fx.mbox, F_OK) == -1 && errno == ENOENT);
 }
 
+/*
+ * A session that locks by itself (a maildrop whose directory its user
+ * may write: -m %h/...) makes the dot-lock readable by all whatever the
+ * umask (systemd's UMask=0077): MDAs read the pid in it.
+ */
+Test(maildrop, own_dot_lock_is_readable_by_all_whatever_the_umask)
+{
+	struct maildrop	*md;
+	struct stat	 st;
+	char		 lock[80];
+	mode_t		 old;
+
+	put_mbox("From a@b Mon Jan  1 00:00:00 2024\nSubject: one\n\n1\n");
+	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
+	old = umask(077);
+	md = md_open();
+	(void)umask(old);
+	cr_assert_eq(stat(lock, &st), 0, "no dot-lock while open");
+	cr_assert_eq(st.st_mode & 0777, 0644, "dot-lock mode %o",
+	    (unsigned)(st.st_mode & 0777));
+	maildrop_close(md);
+	cr_assert(access(lock, F_OK) == -1, "dot-lock left behind");
+}
+
 Test(maildrop, single_message_headers_only)
 {
 	struct maildrop	*md;
