@@ -7,11 +7,11 @@
 #include <sys/types.h>
 #include <sys/file.h>
 #include <sys/param.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <lockfile.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,20 +70,25 @@
 
 /*
  * One message in 64 bytes at most (issue 4: session RSS under 4 MiB
- * plus 64 bytes per message).  Offsets are into the spool file.
+ * plus 64 bytes per message).  Offsets are into the spool file.  The
+ * text's end is not stored: it is the next message's From_ line (or
+ * the end of what was indexed) less the empty line between (sep).
  */
 struct msg {
 	off_t		from;	/* the From_ line */
-	off_t		end;	/* text end, separator excluded */
 	uint64_t	octets;	/* as sent: CRLF, unstuffed */
 	uint8_t		hash[UIDL_HASH_LEN];
 	uint32_t	from_len; /* the From_ line: the text starts after */
 	uint32_t	hdr_len; /* text start to after the blank line */
 	uint32_t	dup;	/* k-th with this hash */
 	uint8_t		deleted;
+	uint8_t		sep;	/* the separating empty line: 0-2 bytes */
 };
-/* With mark_duplicates()' 8 bytes a message, 56 at the peak. */
-_Static_assert(sizeof(struct msg) <= 48, "index entry over 48 bytes");
+/*
+ * With mark_duplicates()' 8 bytes a message, 48 at the peak: a margin
+ * under 64 for what else a session's RSS does (issue 7 measures it).
+ */
+_Static_assert(sizeof(struct msg) <= 40, "index entry over 40 bytes");
 
 static off_t
 msg_text(const struct msg *m)
@@ -106,6 +111,7 @@ struct maildrop {
 	int		 dotlocked;
 	int		 dotlock_error;	/* liblockfile's L_* */
 	int		 flocked;
+	int		 borrowed;	/* the locks are the parent's */
 	dev_t		 dev;
 	ino_t		 ino;
 	off_t		 size;		/* bytes indexed */
@@ -243,6 +249,14 @@ md_fail(struct maildrop *md, enum md_status st, const char *fmt, ...)
 	return st;
 }
 
+/* A reason for a caller that gave no maildrop to md_fail() with. */
+static void
+say_why(char *why, size_t whylen, const char *text)
+{
+	if (why != NULL && whylen > 0)
+		strlcpy(why, text, whylen);
+}
+
 static struct msg *
 msg_at(const struct maildrop *md, size_t msg)
 {
@@ -254,6 +268,13 @@ static off_t
 span_end(const struct maildrop *md, size_t i)
 {
 	return i + 1 < md->nmsgs ? md->msgs[i + 1].from : md->size;
+}
+
+/* Where its text ends: before the empty line that separates it. */
+static off_t
+text_end(const struct maildrop *md, size_t i)
+{
+	return span_end(md, i) - md->msgs[i].sep;
 }
 
 /* pread() all of n bytes; a short count means the file shrank. */
@@ -386,7 +407,8 @@ sleep_ms(long ms)
  * LOCK_RETRY_MS until LOCK_WAIT_MS have passed in all, so that two
  * programs taking the locks in different orders cannot deadlock; then
  * -ERR [IN-USE] (RFC 2449 section 8.1.2).  All are held until
- * maildrop_close().
+ * maildrop_close(), or for locks lent to a child, until the lender's
+ * maildrop_release_child_locks().
  *
  * The dot-lock uses liblockfile's lockfile_create(), not maillock():
  * maillock() derives the path from MAILDIR or $MAIL (our path is a
@@ -406,53 +428,23 @@ sleep_ms(long ms)
  * The helper is run with fork() and waitpid(): SIGCHLD must not be
  * ignored in the session.
  *
- * A session started by pop3d on /var/mail does not run the helper: it
- * asks the root monitor over a socket (maildrop_use_dotlock_agent();
- * the monitor's half is dotlock_agent_serve() in pop3d.c), which calls
- * liblockfile with the helper's own rights and no fork or exec.  The
- * lock then holds the monitor's pid, alive as long as the session is.
+ * A session started by pop3d on /var/mail runs neither: its root
+ * monitor takes the three locks before it forks the session, with the
+ * helper's own rights (pop3d.c, spool_lock_take()), and lends them
+ * (maildrop_lock_for_child()); the session's maildrop_open() takes the
+ * spool as it is, and the monitor releases the locks once the session
+ * and any recovery after it are gone.  No request goes back and forth
+ * during the login, and a killed session's kernel locks stay held
+ * until its commit is rolled back.
  */
 
-static int	dotlock_agent = -1;	/* the monitor's socket, or none */
-static int	locks_kept;		/* see maildrop_locks_kept() */
-
-void
-maildrop_use_dotlock_agent(int sock)
-{
-	dotlock_agent = sock;
-}
-
-/*
- * For the recovery after a session was killed: the monitor has kept
- * the dead session's dot-lock (pop3d.c, dotlock_agent_release()), so no
- * one who follows the policy writes the spool; one may hold the fcntl
- * or flock lock while it waits for the dot-lock.  The dot-lock is then
- * taken first, and a kernel lock that is busy is gone without: waiting
- * for it would only end in a deadlock, and the half-moved spool left.
- */
-void
-maildrop_locks_kept(void)
-{
-	locks_kept = 1;
-}
-
-/* One request to the monitor; its answer is liblockfile's result. */
-static int
-dotlock_ask(char request)
-{
-	ssize_t	n;
-	int	answer = L_ERROR;
-
-	do
-		n = send(dotlock_agent, &request, 1, MSG_NOSIGNAL);
-	while (n == -1 && errno == EINTR);
-	if (n != 1)
-		return L_ERROR;
-	do
-		n = recv(dotlock_agent, &answer, sizeof(answer), 0);
-	while (n == -1 && errno == EINTR);
-	return n == (ssize_t)sizeof(answer) ? answer : L_ERROR;
-}
+/* Locks taken by this process for the children it forks. */
+static struct {
+	int		 set;
+	struct maildrop	*md;		/* NULL unless status is MD_OK */
+	enum md_status	 status;
+	char		 why[256];
+} lent;
 
 int
 dotlock_file_create(const char *lockpath)
@@ -467,31 +459,57 @@ dotlock_file_create(const char *lockpath)
 	return r;
 }
 
+/*
+ * Whether the lock file still holds our pid (liblockfile's L_PID): a
+ * program that breaks locks by their age alone (postfix after 500 s)
+ * may have taken it over while we kept it.  The file is readable by
+ * all (dotlock_file_create()).
+ */
 static int
-dotlock_create(const char *lockpath)
+dotlock_still_ours(const char *lockpath)
 {
-	if (dotlock_agent != -1)
-		return dotlock_ask(DOTLOCK_TAKE);
-	return dotlock_file_create(lockpath);
+	char		 buf[32];
+	const char	*errstr;
+	ssize_t		 n;
+	int		 fd;
+
+	if ((fd = open(lockpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_CLOEXEC)) == -1)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return strtonum(buf, 1, INT_MAX, &errstr) == getpid();
 }
 
-static int
+static void
 dotlock_remove(const char *lockpath)
 {
-	if (dotlock_agent != -1)
-		return dotlock_ask(DOTLOCK_DROP);
-	return lockfile_remove(lockpath);
+	if (!dotlock_still_ours(lockpath))
+		log_warnx("%s: taken over by another program", lockpath);
+	else if (lockfile_remove(lockpath) != 0)
+		log_warn("%s", lockpath);
 }
 
+/*
+ * An open file description lock: to every other program it is an fcntl
+ * write lock (the two kinds conflict), but it belongs to the open file,
+ * as flock() does, not to the process.  So a lock the monitor took for
+ * the session stays held while either of them lives: were the monitor
+ * killed in the middle of the session's commit, an MDA must still wait.
+ */
 static enum lock_try
 lock_fcntl(struct maildrop *md)
 {
 	struct flock	fl;
 
-	memset(&fl, 0, sizeof(fl));
+	memset(&fl, 0, sizeof(fl));	/* l_pid 0, as OFD locks require */
 	fl.l_type = F_WRLCK;
 	fl.l_whence = SEEK_SET;		/* l_len 0: to EOF, and beyond */
-	if (fcntl(md->fd, F_SETLK, &fl) == 0)
+	if (fcntl(md->fd, F_OFD_SETLK, &fl) == 0)
 		return LOCK_TAKEN;
 	if (errno == EACCES || errno == EAGAIN || errno == EINTR)
 		return LOCK_BUSY;
@@ -503,7 +521,7 @@ lock_dot(struct maildrop *md)
 {
 	int	r;
 
-	r = dotlock_create(md->lockpath);
+	r = dotlock_file_create(md->lockpath);
 	if (r == L_SUCCESS) {
 		md->dotlocked = 1;
 		clock_gettime(MD_CLOCK, &md->touched);
@@ -563,23 +581,6 @@ lock_retry(struct maildrop *md, enum lock_try (*try)(struct maildrop *),
 	}
 }
 
-/* The kernel locks after a kept dot-lock: see maildrop_locks_kept(). */
-static enum md_status
-lock_kernel_if_free(struct maildrop *md, const char *path)
-{
-	enum lock_try	f, l;
-
-	if ((f = lock_fcntl(md)) == LOCK_ERROR)
-		return md_fail(md, MD_SYSTEMP, "fcntl: %s", strerror(errno));
-	if ((l = lock_flock(md)) == LOCK_ERROR)
-		return md_fail(md, MD_SYSTEMP, "flock: %s", strerror(errno));
-	if (f == LOCK_BUSY || l == LOCK_BUSY)
-		log_info("%s: %s held by another process, waiting for the "
-		    "dot-lock: going on without it", path,
-		    f == LOCK_BUSY ? "fcntl lock" : "flock lock");
-	return MD_OK;
-}
-
 /* Take the three locks; what was taken is released by maildrop_close(). */
 static enum md_status
 lock_spool(struct maildrop *md, const char *path)
@@ -600,8 +601,6 @@ lock_spool(struct maildrop *md, const char *path)
 		return md_fail(md, MD_SYSTEMP, "out of memory");
 	}
 	clock_gettime(MD_CLOCK, &start);
-	if (locks_kept && lock_dot(md) == LOCK_TAKEN)
-		return lock_kernel_if_free(md, path);
 	for (i = 0; i < sizeof(locks) / sizeof(locks[0]); i++) {
 		switch (lock_retry(md, locks[i].try, &start)) {
 		case LOCK_TAKEN:
@@ -915,16 +914,17 @@ static int
 msg_close(struct scan *sc)
 {
 	struct msg	*m = &sc->cur;
+	off_t		 end = sc->off;
 
-	m->end = sc->off;
 	if (sc->prev_empty) {
-		m->end = sc->prev_empty_at;
+		end = sc->prev_empty_at;
 		sc->bare -= sc->prev_empty_bare;
 	}
+	m->sep = (uint8_t)(sc->off - end);	/* "\n" or "\r\n" */
 	/* RFC 1939 section 11: every line end counts as CRLF. */
-	m->octets = m->end - sc->text + sc->bare + (sc->partial_last ? 2 : 0);
-	if (sc->in_headers || sc->hdr_end > m->end) {
-		sc->hdr_end = m->end;
+	m->octets = end - sc->text + sc->bare + (sc->partial_last ? 2 : 0);
+	if (sc->in_headers || sc->hdr_end > end) {
+		sc->hdr_end = end;
 		sc->hdr_octets = m->octets;
 	}
 	/* Stored as 32-bit lengths, to keep the index small. */
@@ -1669,14 +1669,14 @@ journal_adopt(int fd)
 }
 
 static struct maildrop *
-md_alloc(const char *path, int journal_fd)
+md_alloc(const char *path)
 {
 	struct maildrop	*md;
 
 	if ((md = calloc(1, sizeof(*md))) == NULL)
 		return NULL;
 	md->fd = -1;
-	md->journal_fd = journal_fd;
+	md->journal_fd = -1;
 	if ((md->buf = malloc(FILE_CHUNK + SCAN_HEAD)) == NULL ||
 	    (md->path = strdup(path)) == NULL) {
 		free(md->buf);
@@ -1684,6 +1684,69 @@ md_alloc(const char *path, int journal_fd)
 		return NULL;
 	}
 	return md;
+}
+
+/*
+ * The spool as the parent locked it (maildrop_lock_for_child()), with
+ * its failure if it could not: the locks stay the parent's.  path is
+ * the caller's name for the spool (the parent locked it through its
+ * real directory).
+ */
+static enum md_status
+md_borrow(struct maildrop **mdp, const char *path, char *why,
+    size_t whylen)
+{
+	struct maildrop	*md = lent.md;
+	char		*name;
+
+	lent.set = 0;
+	lent.md = NULL;		/* ours now */
+	if (lent.status != MD_OK) {
+		say_why(why, whylen, lent.why);
+		return lent.status;
+	}
+	md->borrowed = 1;
+	*mdp = md;
+	if ((name = strdup(path)) == NULL) {
+		say_why(why, whylen, "out of memory");
+		return MD_SYSTEMP;
+	}
+	free(md->path);
+	md->path = name;
+	return MD_OK;
+}
+
+/* Open and lock: the parent's locks if it took them for us. */
+static enum md_status
+md_open_locked(struct maildrop **mdp, const char *path, int journal_fd,
+    char *why, size_t whylen)
+{
+	struct maildrop	*md;
+	enum md_status	 st;
+
+	*mdp = NULL;
+	if (lent.set)
+		st = md_borrow(mdp, path, why, whylen);
+	else if ((*mdp = md_alloc(path)) == NULL) {
+		say_why(why, whylen, "out of memory");
+		st = MD_SYSTEMP;
+	} else {
+		md = *mdp;
+		md->why = why;
+		md->whylen = whylen;
+		st = open_spool(md, path);
+		if (st == MD_OK && md->fd >= 0)
+			st = lock_spool(md, path);
+	}
+	if (st != MD_OK) {
+		maildrop_close(*mdp);
+		*mdp = NULL;
+		if (journal_fd >= 0)
+			close(journal_fd);
+		return st;
+	}
+	(*mdp)->journal_fd = journal_fd;
+	return MD_OK;
 }
 
 enum md_status
@@ -1694,23 +1757,14 @@ maildrop_open(struct maildrop **mdp, const char *path, int journal_fd,
 	enum md_status	 st;
 
 	*mdp = NULL;
-	if (why != NULL && whylen > 0)
-		why[0] = '\0';
-	if ((md = md_alloc(path, journal_fd)) == NULL) {
-		if (journal_fd >= 0)
-			close(journal_fd);
-		if (why != NULL && whylen > 0)
-			strlcpy(why, "out of memory", whylen);
-		return MD_SYSTEMP;
-	}
+	say_why(why, whylen, "");
+	journal_adopt(journal_fd);
+	if ((st = md_open_locked(&md, path, journal_fd, why, whylen)) !=
+	    MD_OK)
+		return st;
 	md->why = why;
 	md->whylen = whylen;
-	journal_adopt(journal_fd);
-	st = open_spool(md, path);
-	if (st == MD_OK && md->fd >= 0)
-		st = lock_spool(md, path);
-	if (st == MD_OK)
-		st = journal_recover(md);
+	st = journal_recover(md);
 	if (st == MD_OK && md->fd >= 0)
 		st = index_spool(md);
 	md->why = NULL;
@@ -1720,6 +1774,28 @@ maildrop_open(struct maildrop **mdp, const char *path, int journal_fd,
 	}
 	*mdp = md;
 	return MD_OK;
+}
+
+enum md_status
+maildrop_lock_for_child(const char *path)
+{
+	struct maildrop	*md;
+	enum md_status	 st;
+
+	maildrop_release_child_locks();
+	st = md_open_locked(&md, path, -1, lent.why, sizeof(lent.why));
+	lent.set = 1;
+	lent.md = md;
+	lent.status = st;
+	return st;
+}
+
+void
+maildrop_release_child_locks(void)
+{
+	if (lent.md != NULL)
+		maildrop_close(lent.md);
+	memset(&lent, 0, sizeof(lent));
 }
 
 size_t
@@ -2078,6 +2154,7 @@ int
 maildrop_send(struct maildrop *md, size_t msg, long lines, struct outbuf *out)
 {
 	const struct msg	*m = msg_at(md, msg);
+	off_t			 end = text_end(md, md->first + msg);
 	struct sender		 s;
 	char			*dst;
 
@@ -2085,12 +2162,12 @@ maildrop_send(struct maildrop *md, size_t msg, long lines, struct outbuf *out)
 	s.out = out;
 	s.bol = 1;
 	s.left = -1;
-	if (send_range(md, &s, msg_text(m), lines < 0 ? m->end :
+	if (send_range(md, &s, msg_text(m), lines < 0 ? end :
 	    msg_hdr_end(m)) == -1)
 		return -1;
 	if (lines > 0) {
 		s.left = lines;
-		if (send_range(md, &s, msg_hdr_end(m), m->end) == -1)
+		if (send_range(md, &s, msg_hdr_end(m), end) == -1)
 			return -1;
 	}
 	if (!s.bol) {
@@ -2463,8 +2540,7 @@ maildrop_commit(struct maildrop *md, char *why, size_t whylen)
 
 	md->why = why;
 	md->whylen = whylen;
-	if (why != NULL && whylen > 0)
-		why[0] = '\0';
+	say_why(why, whylen, "");
 	md->ahead_len = 0;
 	/* Nothing marked: the file is not written at all. */
 	if (md->fd >= 0 && commit_plan(md, md->size, &pl))
@@ -2486,11 +2562,15 @@ maildrop_close(struct maildrop *md)
 	 */
 	if (md->journal_done && journal_invalidate(md) == -1)
 		log_warn("journal invalidation; the next open finishes it");
-	if (md->flocked)
+	/* Borrowed locks are the parent's to release, once we are gone. */
+	if (md->flocked && !md->borrowed)
 		flock(md->fd, LOCK_UN);
-	if (md->dotlocked && dotlock_remove(md->lockpath) != 0)
-		log_warn("%s", md->lockpath);
-	/* Closing drops the fcntl() lock. */
+	if (md->dotlocked && !md->borrowed)
+		dotlock_remove(md->lockpath);
+	/*
+	 * Closing drops the fcntl (OFD) lock once no process has the open
+	 * file any more: a borrowed one stays with the lender's descriptor.
+	 */
 	if (md->fd >= 0)
 		close(md->fd);
 	if (md->journal_fd >= 0)

@@ -62,14 +62,18 @@ void	maildrop_reset(struct maildrop *);
 int	maildrop_send(struct maildrop *, size_t msg, long lines,
 	    struct outbuf *out);
 /*
- * Take and remove the dot-lock through the root monitor on sock (a
- * SOCK_SEQPACKET socket): a one-byte request, DOTLOCK_TAKE or
- * DOTLOCK_DROP, answered by liblockfile's int result.  Without it, the
- * maildrop calls liblockfile itself (which may run its setgid helper).
+ * For a root parent that forks the session (pop3d.c): open and lock
+ * path as maildrop_open() does, no more, and lend the result to the
+ * children forked from now on, whose maildrop_open() takes the spool
+ * as it is (or fails as the locking did), whatever path it is given.
+ * The locks belong to the open file (the fcntl one is an OFD lock) and
+ * the dot-lock holds this process's pid; they are held until
+ * maildrop_release_child_locks(), once the children are gone, or
+ * while a child still has the file open.  Call both with the rights
+ * the spool and its directory need.
  */
-#define DOTLOCK_TAKE	'L'
-#define DOTLOCK_DROP	'U'
-void	maildrop_use_dotlock_agent(int sock);
+enum md_status maildrop_lock_for_child(const char *path);
+void	maildrop_release_child_locks(void);
 /*
  * liblockfile's lockfile_create() with our pid in the file, no retries,
  * and the file readable by all whatever the umask (systemd's UMask=0077):
@@ -77,8 +81,6 @@ void	maildrop_use_dotlock_agent(int sock);
  * it to tell a dead holder.
  */
 int	dotlock_file_create(const char *lockpath);
-/* Recovery after a killed session: its dot-lock was kept for us. */
-void	maildrop_locks_kept(void);
 /* Keep the dot-lock fresh; cheap enough to call after every command. */
 void	maildrop_touch(struct maildrop *);
 /* For the tests: 0 sends with SSE2 even where the CPU has AVX2; 1: AVX2

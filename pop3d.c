@@ -9,10 +9,11 @@
  *  2. the root parent runs PAM on them and nothing else.  On failure it
  *     forks a fresh child, which answers -ERR and reads on; on success
  *     it opens the PAM session and the commit journal, then forks
- *  3. the session process, which drops to the user for good, locks and
- *     indexes the maildrop, and serves the transaction.  The parent takes
- *     and removes the session's dot-lock when asked (dotlock_agent_*()),
- *     and closes the PAM session when it ends.
+ *  3. the session process, which drops to the user for good, indexes
+ *     the maildrop (and locks it, outside a trusted directory), and
+ *     serves the transaction.  The parent has
+ *     locked the maildrop for it before the fork (spool_lock_*()), and
+ *     unlocks it and closes the PAM session when it ends.
  */
 #include <sys/types.h>
 #include <sys/prctl.h>
@@ -31,7 +32,6 @@
 #include <grp.h>
 #include <limits.h>
 #include <lockfile.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -85,6 +85,7 @@ struct prelogin {
 };
 
 static pid_t	child_pid = -1;
+static volatile sig_atomic_t pending_signal;	/* for the next child */
 
 /*
  * A mistake in the command line: said to syslog, where the admin looks,
@@ -118,12 +119,46 @@ on_signal(int sig)
 	session_signalled = 1;
 }
 
-/* The parent passes termination on to the process serving the client. */
+/*
+ * The parent passes termination on to the process serving the client,
+ * or, while there is none (PAM, the locks), to the next one.
+ */
 static void
 forward_signal(int sig)
 {
 	if (child_pid > 0)
 		kill(child_pid, sig);
+	else
+		pending_signal = sig;
+}
+
+/*
+ * Held back across a fork until the child has its own handlers: until
+ * then it has the parent's, and would take a signal passed on to it for
+ * its own to pass on.
+ */
+static void
+termination_signals(int how)
+{
+	sigset_t	set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGINT);
+	sigprocmask(how, &set, NULL);
+}
+
+/* In the parent, after the fork. */
+static void
+child_started(pid_t pid)
+{
+	child_pid = pid;
+	if (pending_signal != 0) {
+		kill(pid, pending_signal);
+		pending_signal = 0;
+	}
+	termination_signals(SIG_UNBLOCK);
 }
 
 static void
@@ -332,6 +367,7 @@ run_preauth_child(const struct prelogin *pl, int creds_fd,
 		(void)setrlimit(RLIMIT_FSIZE, &zero);
 	setproctitle("[auth]");
 	set_signals(on_signal);
+	termination_signals(SIG_UNBLOCK);
 	session_init(&s, STDIN_FILENO, STDOUT_FILENO, pl->conf);
 	s.login = child_login;
 	s.login_ctx = &creds_fd;
@@ -353,15 +389,18 @@ spawn_prelogin(const struct prelogin *pl, const struct creds_msg *resume,
     enum login_verdict verdict, int failures)
 {
 	int	fds[2];
+	pid_t	pid;
 
 	if (pipe2(fds, O_CLOEXEC) == -1)
 		fatal("pipe");
-	if ((child_pid = fork()) == -1)
+	termination_signals(SIG_BLOCK);
+	if ((pid = fork()) == -1)
 		fatal("fork");
-	if (child_pid == 0) {
+	if (pid == 0) {
 		close(fds[0]);
 		run_preauth_child(pl, fds[1], resume, verdict, failures);
 	}
+	child_started(pid);
 	close(fds[1]);
 	return fds[0];
 }
@@ -480,26 +519,29 @@ mail_group(void)
 }
 
 /*
- * The dot-lock of a child running as the user: the session, or a
- * recovery (maildrop.c, "Locking").  Creating PATH.lock needs write
- * access to the spool directory, which the child never has; liblockfile
- * would run its setgid helper dotlockfile for it, a fork and an exec to
- * take the lock and another to remove it (about 1 ms before every
- * greeting, issue 7; and impossible under no_new_privs).  This process
- * is root and waits anyway, so it makes those two calls on request, each
- * with the helper's rights: the user's uid and group, effective gid
- * mail.  A request names no file: the only lock it can take is this
- * user's.  Only for a spool directory the user cannot change (see
- * trusted_spool_dir()); elsewhere the child locks by itself.
+ * The locks of a child running as the user: the session, or a recovery
+ * (maildrop.c, "Locking").  Creating PATH.lock needs write access to
+ * the spool directory, which the child never has; liblockfile would
+ * run its setgid helper dotlockfile for it, a fork and an exec to take
+ * the lock and another to remove it (about 1 ms before every greeting,
+ * issue 7; and impossible under no_new_privs).  This process is root
+ * and outlives the child, so it takes all three locks before the fork,
+ * with the helper's rights (the user's uid and group, effective gid
+ * mail), and removes them once the child is gone: no request and
+ * answer between two processes before the greeting (each a wake-up of
+ * another CPU, slow on a busy VM host), and the kernel locks of a
+ * session killed in the middle of a commit stay held until the
+ * recovery has rolled it back.  Only for a spool directory the user
+ * cannot change (see trusted_spool_dir()); elsewhere the child locks by
+ * itself.
  */
-struct dotlock_agent {
+struct spool_lock {
 	const struct passwd	*pw;
 	gid_t			 mail;
 	int			 usable;	/* group mail, trusted directory */
-	int			 held;		/* taken, not yet removed */
-	int			 sock[2];	/* monitor's end, child's end */
+	int			 taken;		/* lent to the children */
 	pid_t			 monitor;
-	char			 lockpath[PATH_MAX + sizeof(".lock")];
+	char			 spool[PATH_MAX];	/* in its real directory */
 };
 
 /*
@@ -530,22 +572,21 @@ trusted_spool_dir(const char *dir, gid_t mail)
 }
 
 /*
- * mail: the group mail, or (gid_t)-1 if there is none.  The lock's
+ * mail: the group mail, or (gid_t)-1 if there is none.  The spool's
  * directory is resolved once, here, as root (a link such as
  * /var/spool/mail -> ../mail is followed), and only the result is
  * checked and used.
  */
 static void
-dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
+spool_lock_init(struct spool_lock *l, const struct passwd *pw,
     const char *path, gid_t mail)
 {
 	char		 dir[PATH_MAX], real[PATH_MAX];
 	const char	*base;
 
-	memset(a, 0, sizeof(*a));
-	a->pw = pw;
-	a->mail = mail;
-	a->sock[0] = a->sock[1] = -1;
+	memset(l, 0, sizeof(*l));
+	l->pw = pw;
+	l->mail = mail;
 	if ((base = strrchr(path, '/')) == NULL ||
 	    (size_t)(base - path) >= sizeof(dir))
 		return;
@@ -553,228 +594,107 @@ dotlock_agent_init(struct dotlock_agent *a, const struct passwd *pw,
 	dir[base - path] = '\0';
 	if (realpath(dir[0] != '\0' ? dir : "/", real) == NULL)
 		return;
-	a->usable = mail != (gid_t)-1 && trusted_spool_dir(real, mail) &&
-	    snprintf(a->lockpath, sizeof(a->lockpath), "%s%s.lock",
+	l->usable = mail != (gid_t)-1 && trusted_spool_dir(real, mail) &&
+	    snprintf(l->spool, sizeof(l->spool), "%s%s",
 	    strcmp(real, "/") == 0 ? "" : real, base) <
-	    (int)sizeof(a->lockpath);
+	    (int)sizeof(l->spool) - (int)sizeof(".lock");
 }
 
-/*
- * One liblockfile call with the helper's rights, then root again, with
- * root's groups and not dumpable (a change of euid may have made it so).
- */
-static int
-dotlock_as_user(struct dotlock_agent *a, char request)
-{
-	gid_t	egid = getegid(), groups[64];
-	int	ngroups, r = L_ERROR;
+/* Root's ids, kept while we act with the helper's. */
+struct root_ids {
+	gid_t	egid;
+	gid_t	groups[64];
+	int	ngroups;
+};
 
-	if ((ngroups = getgroups(64, groups)) == -1 ||
-	    setgroups(1, &a->pw->pw_gid) == -1)
-		return r;
-	if (setegid(a->mail) == 0 && seteuid(a->pw->pw_uid) == 0)
-		r = request == DOTLOCK_TAKE ?
-		    dotlock_file_create(a->lockpath) :
-		    lockfile_remove(a->lockpath);
-	if (seteuid(0) == -1 || setegid(egid) == -1 ||
-	    setgroups(ngroups, groups) == -1)
+static int
+helper_rights(const struct spool_lock *l, struct root_ids *r)
+{
+	r->egid = getegid();
+	if ((r->ngroups = getgroups(64, r->groups)) == -1 ||
+	    setgroups(1, &l->pw->pw_gid) == -1)
+		return -1;
+	if (setegid(l->mail) == 0 && seteuid(l->pw->pw_uid) == 0)
+		return 0;
+	return -1;
+}
+
+/* Root again, with root's groups, and not dumpable (a change of euid
+ * may have made it so). */
+static void
+root_again(const struct root_ids *r)
+{
+	if (seteuid(0) == -1 || setegid(r->egid) == -1 ||
+	    (r->ngroups != -1 && setgroups(r->ngroups, r->groups) == -1))
 		fatal("back to root");
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	return r;
 }
 
 /*
- * Whether the lock file still holds our pid (liblockfile's L_PID): a
- * program that breaks locks by their age alone (postfix after 500 s)
- * may have taken it over while we kept it.  Read as root in a
- * directory only root and group mail can write (trusted_spool_dir()).
+ * Before forking the children that use them.  A failure (IN-USE, say)
+ * is lent too: the session tells the client, at PASS.  Without the
+ * helper's rights (never seen) the children lock by themselves.
  */
-static int
-dotlock_still_ours(const struct dotlock_agent *a)
-{
-	char		 buf[32];
-	const char	*errstr;
-	ssize_t		 n;
-	int		 fd;
-
-	if ((fd = open(a->lockpath, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-	    O_CLOEXEC)) == -1)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	return strtonum(buf, 1, INT_MAX, &errstr) == getpid();
-}
-
-static int
-dotlock_answer(struct dotlock_agent *a, char request)
-{
-	int	r;
-
-	switch (request) {
-	case DOTLOCK_TAKE:
-		if (a->held && dotlock_still_ours(a))
-			return L_SUCCESS;	/* already ours */
-		r = dotlock_as_user(a, request);
-		a->held = r == L_SUCCESS;
-		return r;
-	case DOTLOCK_DROP:
-		if (!a->held)
-			return L_ERROR;
-		if (!dotlock_still_ours(a)) {
-			/* Not ours to remove any more. */
-			log_warnx("%s: taken over by another program",
-			    a->lockpath);
-			a->held = 0;
-			return L_SUCCESS;
-		}
-		r = dotlock_as_user(a, request);
-		a->held = r != 0;
-		return r;
-	default:
-		return L_ERROR;
-	}
-}
-
-/* Before forking the child that will use it. */
 static void
-dotlock_agent_open(struct dotlock_agent *a)
+spool_lock_take(struct spool_lock *l)
 {
-	a->monitor = getpid();
-	if (a->usable && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
-	    a->sock) == -1) {
-		log_warn("dot-lock agent");
-		a->sock[0] = a->sock[1] = -1;
-	}
+	struct root_ids	ids;
+
+	if (!l->usable)
+		return;
+	l->monitor = getpid();
+	if (helper_rights(l, &ids) == 0) {
+		(void)maildrop_lock_for_child(l->spool);
+		l->taken = 1;
+	} else
+		log_warn("user %s: cannot lock as the user", l->pw->pw_name);
+	root_again(&ids);
 }
 
 /* In the child, after dropping privileges. */
 static void
-dotlock_agent_use(struct dotlock_agent *a)
+spool_lock_borrow(const struct spool_lock *l)
 {
-	if (a->sock[1] == -1)
+	if (!l->taken)
 		return;
-	close(a->sock[0]);
-	/* The lock will hold the monitor's pid: do not outlive it. */
+	/* The locks are the monitor's, and hold its pid: not outlive it. */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) == -1 ||
-	    getppid() != a->monitor)
+	    getppid() != l->monitor)
 		fatalx("the monitor is gone");
-	maildrop_use_dotlock_agent(a->sock[1]);
-}
-
-static void
-on_child(int sig)
-{
-	(void)sig;	/* only to wake ppoll() */
-}
-
-/* Whether pid has exited, leaving it to be waited for. */
-static int
-child_exited(pid_t pid)
-{
-	siginfo_t	si;
-
-	memset(&si, 0, sizeof(si));
-	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
-	    -1 || si.si_pid == pid;
 }
 
 /*
- * One request, if one is waiting; 0 once the child can send no more
- * (its end closed or shut down, or an error): an empty message is not
- * that, only a hang-up is.
- */
-static int
-dotlock_agent_answer(struct dotlock_agent *a, short revents)
-{
-	char	request;
-	ssize_t	n;
-	int	answer;
-
-	if ((n = recv(a->sock[0], &request, 1, MSG_DONTWAIT)) == 1) {
-		answer = dotlock_answer(a, request);
-		(void)send(a->sock[0], &answer, sizeof(answer),
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-		return 1;
-	}
-	if (n == 0)
-		return (revents & (POLLHUP | POLLRDHUP)) == 0;
-	return errno == EAGAIN || errno == EINTR;
-}
-
-/*
- * In the parent: answer until the child pid has exited, not merely
- * until its end of the socket is closed (it could have passed that on).
- * SIGCHLD is let in only inside ppoll(), so that an exit cannot slip
- * between the check and the wait.  A lock the child did not give back
- * (it was killed) stays taken: see dotlock_agent_release().
+ * Once no child is left.  A session killed in the middle of a commit
+ * leaves a half-moved spool: release only after the recovery has
+ * rolled it back, so that no one who locks sees the spool before.
  */
 static void
-dotlock_agent_serve(struct dotlock_agent *a, pid_t pid)
+spool_lock_release(struct spool_lock *l)
 {
-	struct sigaction sa, old_sa;
-	struct pollfd	 pfd;
-	sigset_t	 chld, old_mask, in_ppoll;
+	struct root_ids	ids;
 
-	if (a->sock[0] == -1)
+	if (!l->taken)
 		return;
-	close(a->sock[1]);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_child;
-	sigemptyset(&sa.sa_mask);
-	sigemptyset(&chld);
-	sigaddset(&chld, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &chld, &old_mask);
-	sigaction(SIGCHLD, &sa, &old_sa);
-	in_ppoll = old_mask;
-	sigdelset(&in_ppoll, SIGCHLD);
-	pfd.fd = a->sock[0];
-	pfd.events = POLLIN | POLLRDHUP;
-	/* The lock goes only once the child is gone, whatever the socket. */
-	while (pid > 0 && !child_exited(pid)) {
-		if (ppoll(&pfd, 1, NULL, &in_ppoll) == -1) {
-			if (errno != EINTR)
-				pfd.fd = -1;
-			continue;
-		}
-		if (pfd.fd != -1 && !dotlock_agent_answer(a, pfd.revents))
-			pfd.fd = -1;	/* now only SIGCHLD wakes us */
-	}
-	sigaction(SIGCHLD, &old_sa, NULL);
-	sigprocmask(SIG_SETMASK, &old_mask, NULL);
-	close(a->sock[0]);
-	a->sock[0] = a->sock[1] = -1;
-}
-
-/*
- * Remove the lock if a child left it.  A session killed in the middle
- * of a commit leaves a half-moved spool: its lock is kept until the
- * recovery has rolled the spool back, so that no one who follows
- * Debian's order (fcntl, then the dot-lock: an MDA, a mail reader)
- * sees the spool before.  Such a program may hold the fcntl lock the
- * dead session's kernel locks gave way to, while it waits for this
- * one; the recovery then goes on without it (maildrop_locks_kept()).
- */
-static void
-dotlock_agent_release(struct dotlock_agent *a)
-{
-	if (a->held && dotlock_answer(a, DOTLOCK_DROP) != 0)
-		log_warn("%s", a->lockpath);
+	/* Only the dot-lock's removal needs them; the rest goes anyway. */
+	if (helper_rights(l, &ids) == -1)
+		log_warn("user %s: unlocking without the helper's rights",
+		    l->pw->pw_name);
+	maildrop_release_child_locks();
+	root_again(&ids);
+	l->taken = 0;
 }
 
 static void __attribute__((noreturn))
 run_user_session(const struct session_config *conf,
     const struct passwd *pw, const char *path, int journal_fd,
-    struct dotlock_agent *agent, const struct creds_msg *msg)
+    const struct spool_lock *lock, const struct creds_msg *msg)
 {
 	static struct session s;	/* static: see run_preauth_child() */
 
 	drop_privileges(pw->pw_uid, pw->pw_gid);
 	set_signals(on_signal);		/* before the monitor's death signal */
-	dotlock_agent_use(agent);
+	termination_signals(SIG_UNBLOCK);
+	spool_lock_borrow(lock);
 	session_init(&s, STDIN_FILENO, STDOUT_FILENO, conf);
 	inbuf_preload(&s.in, msg->pending, msg->pending_len);
 	if (session_start_transaction(&s, pw->pw_name, path, journal_fd) == 0)
@@ -804,12 +724,14 @@ wait_child(pid_t pid, int *status)
  * A session killed in the middle of a commit leaves the undo journal
  * behind; opening the maildrop rolls it back.  Do it now, as the user,
  * rather than at the next login, so that other readers of the spool
- * (mail readers, the MDA) see it whole again at once.  0, or -1 if
- * the spool could not be opened (so not rolled back: IN-USE, say).
+ * (mail readers, the MDA) see it whole again at once; under the locks
+ * taken for the session, if the caller took them (spool_lock_take()).
+ * 0, or -1 if the spool could not be opened (so not rolled back:
+ * IN-USE, say).
  */
 static int
 recover_now(const struct passwd *pw, const char *path,
-    struct dotlock_agent *agent, int private_fd)
+    const struct spool_lock *lock, int private_fd)
 {
 	struct maildrop	*md;
 	char		 why[512];
@@ -818,15 +740,12 @@ recover_now(const struct passwd *pw, const char *path,
 
 	if ((journal_fd = open_journal(pw->pw_name)) == -1)
 		return -1;
-	dotlock_agent_open(agent);
 	if ((pid = fork()) == 0) {
 		if (private_fd != -1)
 			close(private_fd);	/* -R's journal directory */
 		set_signals(SIG_DFL);
 		drop_privileges(pw->pw_uid, pw->pw_gid);
-		dotlock_agent_use(agent);
-		if (agent->held && agent->sock[1] != -1)
-			maildrop_locks_kept();
+		spool_lock_borrow(lock);
 		if (maildrop_open(&md, path, journal_fd, why, sizeof(why)) !=
 		    MD_OK) {
 			log_warnx("recovery: %s", why);
@@ -836,8 +755,6 @@ recover_now(const struct passwd *pw, const char *path,
 		_exit(0);
 	}
 	close(journal_fd);
-	dotlock_agent_serve(agent, pid);
-	dotlock_agent_release(agent);
 	if (pid == -1)
 		return -1;
 	wait_child(pid, &status);
@@ -896,7 +813,7 @@ static int
 recover_all(const struct options *opt)
 {
 	struct passwd	 account, *pw;
-	struct dotlock_agent agent;
+	struct spool_lock lock;
 	struct dirent	*de;
 	struct stat	 st;
 	char		 path[PATH_MAX], safe[NAME_MAX * 4 + 1];
@@ -933,10 +850,12 @@ recover_all(const struct options *opt)
 			failed = 1;
 		} else {
 			log_info("journal of %s: recovering %s", safe, path);
-			dotlock_agent_init(&agent, &account, path, mail);
-			if (recover_now(&account, path, &agent,
+			spool_lock_init(&lock, &account, path, mail);
+			spool_lock_take(&lock);
+			if (recover_now(&account, path, &lock,
 			    dirfd(dir)) == -1)
 				failed = 1;
+			spool_lock_release(&lock);
 		}
 		free_account(&account);
 	}
@@ -955,8 +874,8 @@ refuse(struct auth *auth, const char *line)
 }
 
 /*
- * After a good login: PAM session (unless -S), journal, then the
- * session process; this process stays root to serve its dot-lock, to
+ * After a good login: PAM session (unless -S), journal, the locks, then
+ * the session process; this process stays root to hold the locks, to
  * have a killed session's commit rolled back, and to close the PAM
  * session.
  */
@@ -965,7 +884,7 @@ serve_user(const struct options *opt, const struct session_config *conf,
     struct auth *auth, const char *user, const struct creds_msg *msg)
 {
 	struct passwd	 account, *pw;
-	struct dotlock_agent agent;
+	struct spool_lock lock;
 	char		 path[PATH_MAX];
 	int		 journal_fd, status;
 	gid_t		 mail;
@@ -996,29 +915,31 @@ serve_user(const struct options *opt, const struct session_config *conf,
 		    "again later\r\n");
 	}
 	journal_fd = open_journal(pw->pw_name);
-	dotlock_agent_init(&agent, pw, path, mail);
-	dotlock_agent_open(&agent);
+	spool_lock_init(&lock, pw, path, mail);
+	spool_lock_take(&lock);
 	/* Before the fork: once the session answers, this title is set. */
 	setproctitle("%s [monitor]", user);
-	if ((pid = fork()) == -1)
+	termination_signals(SIG_BLOCK);
+	if ((pid = fork()) == -1) {
+		spool_lock_release(&lock);
 		fatal("fork");
+	}
 	if (pid == 0)
-		run_user_session(conf, pw, path, journal_fd, &agent, msg);
-	child_pid = pid;
+		run_user_session(conf, pw, path, journal_fd, &lock, msg);
+	child_started(pid);
 	set_signals(forward_signal);
 	if (journal_fd != -1)
 		close(journal_fd);
 	close(STDIN_FILENO);
 	close(STDOUT_FILENO);
-	dotlock_agent_serve(&agent, pid);
 	wait_child(pid, &status);
 	child_pid = -1;		/* reaped: nothing to pass signals on to */
 	if (WIFSIGNALED(status)) {
 		log_warnx("user %s: session killed by signal %d", user,
 		    WTERMSIG(status));
-		(void)recover_now(pw, path, &agent, -1);
+		(void)recover_now(pw, path, &lock, -1);
 	}
-	dotlock_agent_release(&agent);
+	spool_lock_release(&lock);
 	auth_end(auth);
 	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
@@ -1094,6 +1015,7 @@ run_parent(const struct options *opt, const struct prelogin *pl,
 		n = read_full(creds_fd, &msg, sizeof(msg));
 		close(creds_fd);
 		wait_child(child_pid, &status);
+		child_pid = -1;		/* reaped: signals wait for the next */
 		if (n == 0 || failures >= MAX_AUTH_FAILURES)
 			exit(0);	/* the child ended the session */
 		if (n != (ssize_t)sizeof(msg) || !creds_valid(&msg))

@@ -31,6 +31,7 @@ import argparse
 import bisect
 import collections
 import os
+import random
 import re
 import shlex
 import statistics
@@ -114,20 +115,59 @@ def peak_of_sum(tasks):
     return best
 
 
-def s1_paired(r, a="pop3d", b="popa3d"):
-    """S1 wall time, server a minus server b, paired by round: (rounds,
-    median, first quartile, third quartile) in ms, or None."""
+def s1_diffs(r, a="pop3d", b="popa3d"):
+    """S1 wall time, server a minus server b, paired by round, in ms,
+    sorted."""
     by_run = {}
     for srv in (a, b):
         for s in r.groups.get((srv, "S1", 0), []):
             if s["ok"]:
                 by_run.setdefault(s["run"], {})[srv] = num(s["wall_us"])
-    d = sorted((v[a] - v[b]) / 1000.0
-               for v in by_run.values() if len(v) == 2)
+    return sorted((v[a] - v[b]) / 1000.0
+                  for v in by_run.values() if len(v) == 2)
+
+
+def s1_paired(r, a="pop3d", b="popa3d"):
+    """S1 wall time, server a minus server b, paired by round: (rounds,
+    median, first quartile, third quartile) in ms, or None."""
+    d = s1_diffs(r, a, b)
     if len(d) < 4:
         return None
     return (len(d), statistics.median(d), d[len(d) // 4],
             d[(3 * len(d)) // 4])
+
+
+BOOTSTRAP = 2000        # resamples; seeded, so a report is reproducible
+
+
+def bootstrap_medians(samples, stat):
+    """stat() of BOOTSTRAP resamples (with replacement) of each list in
+    samples, sorted."""
+    rnd = random.Random(7)
+    return sorted(stat(*[[rnd.choice(s) for _ in s] for s in samples])
+                  for _ in range(BOOTSTRAP))
+
+
+def s1_verdict(r):
+    """The S1 target on the per-round differences, pop3d minus popa3d
+    (rounds interleave the servers, so a round's pair shares the host's
+    state): (ok, median, one-sided 95 % upper bound of the median, and
+    the bootstrap standard error of the difference of the two servers'
+    own medians, for comparison), or None.  Why not that difference:
+    with logins spread over 10 ms by yescrypt's page faults, it moved by
+    1.7 ms (its standard error at 201 rounds) from run to run, as much
+    as the target allows; the paired median's bound is 4 times tighter."""
+    d = s1_diffs(r)
+    if len(d) < 20:
+        return None
+    up = bootstrap_medians([d], statistics.median)[int(0.95 * BOOTSTRAP)]
+    a = [num(s["wall_us"]) / 1000.0
+         for s in r.groups.get(("pop3d", "S1", 0), []) if s["ok"]]
+    b = [num(s["wall_us"]) / 1000.0
+         for s in r.groups.get(("popa3d", "S1", 0), []) if s["ok"]]
+    se = statistics.pstdev(bootstrap_medians(
+        [a, b], lambda x, y: statistics.median(x) - statistics.median(y)))
+    return up <= 2.0, statistics.median(d), up, se
 
 
 def s1_steal(r):
@@ -594,8 +634,14 @@ def targets(r, nagle_worst, growth):
             t.append(("%s, %s" % (what, size_label(r, n)), verdict(ok), note))
     p = r.stat("pop3d", "S1", 0, "wall_us")
     q = r.stat("popa3d", "S1", 0, "wall_us")
-    ok = None if p is None or q is None else p <= q + 2000
+    v = s1_verdict(r)
+    ok = None if v is None else v[0]
     note = "%s vs %s ms" % (fmt(ms(p), "", 2), fmt(ms(q), "", 2))
+    if v is not None:
+        note = ("per round, pop3d minus popa3d: median %+.2f ms, at most "
+                "%+.2f ms (one-sided 95 %% bound, bootstrap); medians %s "
+                "(their difference's standard error: %.2f ms)"
+                % (v[1], v[2], note, v[3]))
     ps = r.stat("pop3d-session", "S1", 0, "wall_us")
     if ps is not None:
         note += ("; for context, pop3d with its default PAM session "
@@ -884,13 +930,16 @@ def main():
         L.append("Logins run interleaved, pop3d then popa3d in each round: "
                  "pop3d minus popa3d, per round, over %d rounds: median "
                  "%+.2f ms, middle half %+.2f to %+.2f ms.  The verdict "
-                 "compares the medians of the table above.  Host steal "
+                 "asks that median's one-sided 95 %% bootstrap bound to "
+                 "be at most 2 ms (it compared the medians of the table "
+                 "above before, whose difference moves by about 1.7 ms "
+                 "from run to run at 201 rounds).  Host steal "
                  "during the logins, median: %s.  pop3d's privilege "
-                 "separation hands a login between its processes three "
-                 "times more than popa3d (the session's fork, the "
-                 "dot-lock's request and answer), and a handoff to an "
-                 "idle vCPU waits for the host to run it: steal likely "
-                 "costs pop3d more.\n"
+                 "separation hands a login from one process to another "
+                 "once more than popa3d does (the session's fork; the "
+                 "root parent has locked the spool before it), and a "
+                 "handoff to an idle vCPU waits for the host to run it: "
+                 "steal likely costs pop3d more.\n"
                  % (d[0], d[1], d[2], d[3], s1_steal(r)))
     w = r.stat("pop3d-session", "S1", 0, "wall_us")
     e = s1_paired(r, "pop3d-session", "pop3d")

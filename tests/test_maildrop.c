@@ -2552,105 +2552,177 @@ fcntl_free_elsewhere(void)
 	return WEXITSTATUS(status) == 0;
 }
 
-/*
- * A stand-in for pop3d's monitor (dotlock_agent_serve()): answers each
- * request with `answer`, or with liblockfile's own result when answer
- * is -1, and exits with the number of requests it served.
- */
-static pid_t
-start_agent(int answer_with, int *sock)
+/* Whether another process can take the spool's flock lock now. */
+static int
+flock_free_elsewhere(void)
 {
-	char	lock[80], request;
-	int	sv[2], answer, served = 0;
+	int	fd, status;
 	pid_t	pid;
 
-	cr_assert(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
-	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
-	if ((pid = fork()) == 0) {
-		close(sv[0]);
-		while (recv(sv[1], &request, 1, 0) == 1) {
-			served++;
-			if (answer_with != -1)
-				answer = answer_with;
-			else if (request == DOTLOCK_TAKE)
-				answer = lockfile_create(lock, 0, L_PID);
-			else if (request == DOTLOCK_DROP)
-				answer = lockfile_remove(lock);
-			else
-				answer = L_ERROR;
-			send(sv[1], &answer, sizeof(answer), 0);
-		}
-		_exit(served);
-	}
+	pid = fork();
 	cr_assert(pid != -1);
-	close(sv[1]);
-	*sock = sv[0];
+	if (pid == 0) {
+		fd = open(fx.mbox, O_RDWR);
+		_exit(fd != -1 && flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
+	}
+	cr_assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+	return WEXITSTATUS(status) == 0;
+}
+
+/* The pid in the spool's dot-lock, or -1 if there is none. */
+static long
+dot_lock_pid(void)
+{
+	char	lock[80], *got;
+	long	pid;
+
+	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
+	if (access(lock, F_OK) == -1)
+		return -1;
+	got = read_file(lock, NULL);
+	pid = strtol(got, NULL, 10);
+	free(got);
 	return pid;
 }
 
+/* As pop3d's session does: open, read, commit, close; exit 0 if all
+ * went as expected. */
 static int
-agent_served(pid_t pid, int sock)
+child_serves_the_lent_spool(size_t count, int mark)
 {
-	int	status;
+	struct maildrop	*md;
+	int		 status;
+	pid_t		 pid;
 
-	close(sock);
+	pid = fork();
+	cr_assert(pid != -1);
+	if (pid == 0) {
+		if (md_try(&md) != MD_OK)
+			_exit(1);
+		if (maildrop_count(md) != count)
+			_exit(3);
+		maildrop_touch(md);
+		if (mark >= 0)
+			maildrop_delete(md, mark);
+		if (maildrop_commit(md, fx.why, sizeof(fx.why)) != MD_OK)
+			_exit(2);
+		maildrop_close(md);
+		_exit(0);
+	}
 	cr_assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
 	return WEXITSTATUS(status);
 }
 
-Test(maildrop, dot_lock_through_the_monitor)
+Test(maildrop, locks_lent_to_a_child_stay_the_parents_until_released)
 {
-	struct maildrop	*md;
-	char		 lock[80], *got;
-	int		 sock;
-	pid_t		 agent;
+	char	*got;
 
-	put_mbox(three[0]);
-	agent = start_agent(-1, &sock);
-	maildrop_use_dotlock_agent(sock);
-	md = md_open();
-	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
-	got = read_file(lock, NULL);
-	cr_assert_eq(strtol(got, NULL, 10), (long)agent,
-	    "the lock holds %s, not the monitor's pid", got);
-	free(got);
-	maildrop_close(md);
+	put_mbox("From a\nS: 0\n\nzero\n\nFrom b\nS: 1\n\none\n\n"
+	    "From c\nS: 2\n\ntwo\n");
+	cr_assert_eq(maildrop_lock_for_child(fx.mbox), MD_OK);
+	cr_assert_eq(dot_lock_pid(), (long)getpid());
+	cr_assert(!fcntl_free_elsewhere() && !flock_free_elsewhere());
+	/* The child neither locks again (it would be IN-USE) nor unlocks. */
+	cr_assert_eq(child_serves_the_lent_spool(3, 1), 0, "%s", fx.why);
+	cr_assert_eq(dot_lock_pid(), (long)getpid(), "the child removed the "
+	    "dot-lock");
+	cr_assert(!fcntl_free_elsewhere(), "fcntl lock gone with the child");
+	cr_assert(!flock_free_elsewhere(), "flock lock gone with the child");
+	/* A second child (the recovery after a killed session) too. */
+	cr_assert_eq(child_serves_the_lent_spool(2, -1), 0);
+	cr_assert(!flock_free_elsewhere(), "flock lock gone with the child");
+	maildrop_release_child_locks();
 	check_no_lock_left();
-	cr_assert_eq(agent_served(agent, sock), 2, "not one take, one drop");
+	cr_assert(fcntl_free_elsewhere() && flock_free_elsewhere());
+	got = read_file(fx.mbox, NULL);
+	cr_assert_str_eq(got, "From a\nS: 0\n\nzero\n\nFrom c\nS: 2\n\ntwo\n");
+	free(got);
 }
 
-Test(maildrop, dot_lock_refused_by_the_monitor)
+/*
+ * The lender (pop3d's monitor) killed while the child works, say in the
+ * middle of a commit: the kernel locks must stay until the child ends,
+ * or an MDA would append to a half-moved spool.
+ */
+Test(maildrop, lent_kernel_locks_outlive_the_lender)
 {
 	struct maildrop	*md;
-	int		 sock;
-	pid_t		 agent;
+	pid_t		 lender, child;
+	int		 ready[2], stop[2];
+	char		 lock[80], c;
 
 	put_mbox(three[0]);
-	agent = start_agent(L_TMPLOCK, &sock);
-	maildrop_use_dotlock_agent(sock);
-	cr_assert_eq(md_try(&md), MD_SYSTEMP);
-	cr_assert(md == NULL);
-	cr_assert(strstr(fx.why, "cannot create a lock file") != NULL, "%s",
-	    fx.why);
-	cr_assert_eq(agent_served(agent, sock), 1);
-	/* The fcntl lock taken before it was given back. */
-	cr_assert(fcntl_free_elsewhere(), "fcntl lock left after the refusal");
+	cr_assert(pipe(ready) == 0 && pipe(stop) == 0);
+	if ((lender = fork()) == 0) {
+		close(ready[0]);
+		close(stop[1]);		/* the test's alone: EOF means go */
+		if (maildrop_lock_for_child(fx.mbox) != MD_OK)
+			_exit(1);
+		if ((child = fork()) == 0) {
+			if (md_try(&md) != MD_OK)
+				_exit(1);
+			if (write(ready[1], "r", 1) != 1)
+				_exit(1);
+			while (read(stop[0], &c, 1) == -1 && errno == EINTR)
+				continue;	/* until told */
+			maildrop_close(md);
+			_exit(0);
+		}
+		_exit(child == -1);	/* as if killed: nothing released */
+	}
+	cr_assert(lender != -1);
+	close(ready[1]);
+	close(stop[0]);
+	cr_assert(read(ready[0], &c, 1) == 1, "the child could not borrow");
+	cr_assert(waitpid(lender, NULL, 0) == lender);
+	cr_assert(!fcntl_free_elsewhere(), "fcntl lock gone with the lender");
+	cr_assert(!flock_free_elsewhere(), "flock lock gone with the lender");
+	close(stop[1]);		/* the child closes its maildrop and ends: */
+	cr_assert(read(ready[0], &c, 1) == 0);	/* its end of ready closed */
+	cr_assert(fcntl_free_elsewhere() && flock_free_elsewhere());
+	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
+	cr_assert(unlink(lock) == 0, "no dot-lock: the lender's is stale");
+	close(ready[0]);
 }
 
-Test(maildrop, dot_lock_monitor_gone)
+Test(maildrop, lock_failure_lent_to_the_child)
 {
 	struct maildrop	*md;
-	int		 sock;
-	pid_t		 agent;
+	pid_t		 holder, pid;
+	int		 status;
 
 	put_mbox(three[0]);
-	agent = start_agent(L_SUCCESS, &sock);
-	kill(agent, SIGKILL);
-	waitpid(agent, NULL, 0);
-	maildrop_use_dotlock_agent(sock);
-	cr_assert_eq(md_try(&md), MD_SYSTEMP, "%s", fx.why);
-	cr_assert(strstr(fx.why, "dot-lock") != NULL, "%s", fx.why);
-	close(sock);
+	holder = hold_lock(0);
+	cr_assert_eq(maildrop_lock_for_child(fx.mbox), MD_INUSE);
+	pid = fork();
+	cr_assert(pid != -1);
+	if (pid == 0)
+		_exit(md_try(&md) == MD_INUSE && md == NULL &&
+		    strstr(fx.why, "fcntl") != NULL ? 0 : 1);
+	cr_assert(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+	cr_assert_eq(WEXITSTATUS(status), 0, "the child did not get IN-USE");
+	kill(holder, SIGKILL);
+	waitpid(holder, NULL, 0);
+	maildrop_release_child_locks();
+	check_no_lock_left();
+	maildrop_close(md_open());
+}
+
+Test(maildrop, dot_lock_taken_over_is_not_removed)
+{
+	struct maildrop	*md;
+	char		 lock[80], other[32];
+
+	put_mbox(three[0]);
+	md = md_open();
+	/* As a program that breaks locks by their age would. */
+	snprintf(lock, sizeof(lock), "%s.lock", fx.mbox);
+	snprintf(other, sizeof(other), "%ld\n", (long)getppid());
+	cr_assert(unlink(lock) == 0);
+	write_file(lock, other, strlen(other));
+	maildrop_close(md);
+	cr_assert_eq(dot_lock_pid(), (long)getppid(), "another's lock removed");
+	cr_assert(unlink(lock) == 0);
 }
 
 Test(maildrop, second_session_is_in_use_until_close)

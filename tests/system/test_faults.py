@@ -18,7 +18,8 @@ so "inject=SYSCALL:...:when=N" hits exactly the N-th call of SYSCALL.
    "post" after it.
 2. Each point with ENOSPC and EIO (the call fails, not made); SIGKILL on
    entry to the call (the process dies before it); SIGKILL while an MDA
-   waits behind the session's locks (it appends while pop3d recovers);
+   waits behind the session's locks (it appends once pop3d has
+   recovered: the root parent keeps the locks until then);
    and the whole server killed there (root parent stopped before QUIT,
    killed after: as in a power loss nobody recovers before the next
    login), then an MDA appends to the spool as it is.
@@ -292,8 +293,9 @@ def commit_run(point, mode, monitor=None, mda=False):
             raise Failure("strace did not end")
         tracer.stderr.close()
     if waiting is not None:
-        # Debian's order, fcntl then the dot-lock: the dot-lock is kept
-        # until the spool is whole again, so the MDA never sees it torn.
+        # Debian's order, fcntl then the dot-lock: the root parent keeps
+        # all three locks until the spool is whole again, so the MDA never
+        # sees it torn.
         saw = finish_mda(waiting)
         check(saw != "torn", "the MDA got the locks on a half-moved "
               "spool")
@@ -769,7 +771,8 @@ def test_fault_sigkill_each_commit_call():
 @test
 def test_fault_sigkill_with_mda_waiting_each_commit_call():
     # The MDA waits behind the session's locks; the session dies: the
-    # MDA appends while the root parent (or the next login) recovers.
+    # root parent, which holds them, recovers, and only then the MDA
+    # appends.
     run_commit_mode("sigkill+mda", 0.50)
 
 

@@ -7,6 +7,7 @@ MDA delivering during a session (procmail, and a dotlockfile-guarded
 append that holds the spool open while it waits) waits, and its message
 is intact afterwards next to the commit's result."""
 
+import contextlib
 import fcntl
 import grp
 import os
@@ -16,10 +17,10 @@ import signal
 import subprocess
 import time
 
-from pop3sys import (HERE, PYTHON, U_LOCK, WORK, Server, check, info,
-                     lock_path, login_session, main, make_message,
+from pop3sys import (HERE, PASSWORD, PYTHON, U_LOCK, WORK, Server, check,
+                     info, lock_path, login_session, main, make_message,
                      parse_mbox, proc_ids, read_spool, run, spawn,
-                     spool_path, test, wait_for,
+                     spool_path, test, uid_of, wait_for,
                      write_spool)
 
 USER = U_LOCK
@@ -122,30 +123,34 @@ def test_inuse_dotlock_live_pid():
         run(["dotlockfile", "-u", lock_path(USER)])
 
 
+@contextlib.contextmanager
+def spool_held(lock):
+    """The spool locked by this process (as another program would) with
+    lock, fcntl.lockf or fcntl.flock, until the block ends."""
+    fd = os.open(spool_path(USER), os.O_RDWR)
+    try:
+        lock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @test
 def test_inuse_fcntl():
     fresh()
-    fd = os.open(spool_path(USER), os.O_RDWR)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
+    with spool_held(fcntl.lockf):
         expect_inuse("fcntl lock held")
         check(read_lock() is None, "dot-lock left after [IN-USE]")
-    finally:
-        os.close(fd)
     check(not lock_state()["flock"], "flock left after [IN-USE]")
 
 
 @test
 def test_inuse_flock():
     fresh()
-    fd = os.open(spool_path(USER), os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with spool_held(fcntl.flock):
         expect_inuse("flock lock held")
         check(read_lock() is None, "dot-lock left after [IN-USE]")
         check(not lock_state()["fcntl"], "fcntl lock left after [IN-USE]")
-    finally:
-        os.close(fd)
 
 
 @test
@@ -178,7 +183,7 @@ def test_locks_held_then_released_after_quit():
     check(lock is not None, "no dot-lock during the session")
     info("dot-lock content during the session: %r (session pid %d, "
          "monitor %d)" % (lock, sp, s.pid))
-    # The root monitor takes it for the session (dotlock_agent_serve()), with
+    # The root monitor takes it for the session (spool_lock_take()), with
     # dotlockfile's rights: the user's file, group mail, the monitor's
     # pid, which lives exactly as long as the session.
     check(lock.strip() == b"%d" % s.pid,
@@ -323,6 +328,37 @@ def test_released_after_sigterm_parent():
     check_released("after SIGTERM to the monitor (parent) process")
 
 
+@test
+def test_sigterm_while_the_monitor_waits_for_the_locks():
+    # The monitor locks the spool before the session exists, waiting up to
+    # 2 s for a lock held elsewhere (here fcntl), with the user's euid.  A
+    # SIGTERM then must reach the session it forks next, not the pid of
+    # the pre-login child it has reaped: the session ends at once, before
+    # serving any command.
+    fresh()
+    with spool_held(fcntl.lockf):
+        s = Server()
+        check(s.c.cmd("USER " + USER).startswith("+OK"), "USER")
+        s.c.send("PASS " + PASSWORD)
+        waiting = wait_for(lambda: proc_ids(s.pid)[0][1] == uid_of(USER), 10)
+        check(waiting, "the monitor never waited for the locks as the user")
+        os.kill(s.pid, signal.SIGTERM)
+        time.sleep(0.2)
+    # Unlocked: the monitor gets the locks and forks.
+    try:
+        answer = s.c.line()
+    except EOFError:
+        answer = None
+    r = s.c.cmd_or_eof("NOOP") if answer is not None else None
+    info("after SIGTERM in the lock wait: PASS %r, then NOOP %r"
+         % (answer, r))
+    check(r is None, "the session served NOOP (%r) after the monitor got "
+          "SIGTERM" % r)
+    check(s.wait() is not None, "pop3d did not exit")
+    check_released("after SIGTERM in the lock wait")
+    check(read_spool(USER) == ORIG, "spool changed")
+
+
 def session_gone(pid, timeout):
     """Whether pid has exited (its fds go then, zombie or not) in time."""
     return wait_for(lambda: not os.path.exists("/proc/%d/fd/0" % pid),
@@ -353,10 +389,12 @@ def test_dotlock_released_under_the_systemd_units_restrictions():
 
 
 @test
-def test_sigkill_session_dotlock_removed_by_the_monitor():
-    # The dot-lock holds the monitor's pid, not the session's, so that it
-    # is not stale while the monitor (here stopped) lives; once the
-    # monitor goes on, it removes it.
+def test_sigkill_session_locks_kept_then_removed_by_the_monitor():
+    # The monitor took the three locks for the session: they outlive it
+    # (a killed commit is rolled back before anyone who locks may look),
+    # and the dot-lock holds the monitor's pid, not the session's, so
+    # that it is not stale while the monitor (here stopped) lives.  Once
+    # the monitor goes on, it removes them.
     fresh()
     s, _ = login_session(USER)
     check(s.c.cmd("DELE 1").startswith("+OK"), "DELE 1")
@@ -366,8 +404,8 @@ def test_sigkill_session_dotlock_removed_by_the_monitor():
         os.kill(sp, signal.SIGKILL)
         check(session_gone(sp, 5), "session did not die")
         st = lock_state()
-        check(not st["fcntl"] and not st["flock"], "kernel locks held "
-              "after SIGKILL: %s" % st)
+        check(st["fcntl"] and st["flock"], "kernel locks gone with the "
+              "killed session, before the monitor rolled it back: %s" % st)
         lock = read_lock()
         info("dot-lock while the monitor is stopped: %r (monitor %d)"
              % (lock, s.pid))
