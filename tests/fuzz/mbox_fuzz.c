@@ -8,7 +8,7 @@
  *    MD_SYSPERM, unchanged, with no lock left;
  *  - the message count is that of a plain reference scan (a From_ line
  *    at the start or after an empty line, a UW-IMAP pseudo-message
- *    first not counted), and STAT is the count and the sum of sizes;
+ *    first, without a Received: header, not counted), and STAT is the count and the sum of sizes;
  *  - each message streams as CRLF lines, dot-stuffed, and unstuffed it
  *    is exactly maildrop_size() octets;
  *  - TOP n k is a prefix of RETR, of TOP n k+1, holds the headers up to
@@ -113,8 +113,9 @@ empty_line(const char *p, const char *end)
 }
 
 /*
- * UW-IMAP's pseudo-message: an "X-IMAP:" header or its Subject among
- * the first message's headers (up to the first empty line).
+ * UW-IMAP's pseudo-message: its From_ line, an "X-IMAP:" header and its
+ * Subject among the message's headers (up to the first empty line), and
+ * no "Received:" header (with one, it came as mail and is listed).
  */
 static int
 ref_pseudo(const char *p, const char *end)
@@ -134,6 +135,9 @@ ref_pseudo(const char *p, const char *end)
 	for (p = nl + 1; p < end && !empty_line(p, end); p = nl + 1) {
 		if ((size_t)(end - p) >= 7 && strncasecmp(p, "X-IMAP:", 7) == 0)
 			marks |= 1;
+		if ((size_t)(end - p) >= 9 &&
+		    strncasecmp(p, "Received:", 9) == 0)
+			marks |= 4;
 		if ((size_t)(end - p) >= sizeof(subject) - 1 &&
 		    memcmp(p, subject, sizeof(subject) - 1) == 0)
 			marks |= 2;
