@@ -1073,7 +1073,8 @@ gen_headers(struct gen *g)
 	static const char *const hdrs[] = {
 		"Subject: hello", "Status: RO", "X-UID: 12", "To: x@y",
 		"Content-Length: 12", " continued", "\tcontinued too",
-		"X-Keywords: a b", "Received: from somewhere"
+		"X-Keywords: a b", "Received: from somewhere",
+		"Message-ID: <m@x>"
 	};
 	uint32_t	i, n = rnd(g, 6);
 
@@ -1156,13 +1157,17 @@ Test(maildrop, generated_spools_match_the_reference_parser)
 }
 
 /*
- * The 64-byte steps of sending, at every phase: before each tricky
- * line (".", an empty line, CRLF, a lone CR, CR then LF), a line of k
- * filler bytes ended by LF or CRLF, k from 0 to 191, so that each line
- * end falls on each byte of a step, the 63rd and the next step's first
- * among them.
+ * The 64-byte steps of sending and of the index's body scan, at every
+ * phase: before each tricky line (".", an empty line, CRLF, a lone CR,
+ * CR then LF), a line of k filler bytes ended by LF or CRLF, k from 0
+ * to 191, so that each line end falls on each byte of a step, the 63rd
+ * and the next step's first among them.  The last line, of 150 + 2k
+ * bytes, puts the empty line before the next From_ line at every phase
+ * too, as LF (k < 64, k >= 128) and as CRLF.  The body scan takes the
+ * steps only for a body that is not hashed: one after a Message-ID.
  */
-Test(maildrop, sending_at_every_offset_of_a_step)
+static void
+every_offset_of_a_step(const char *head)
 {
 	static const char *const tricky[] = {
 		".\n", "\n", ".x\r\n", "a\rb\n", "x\r", "\n", "..\n",
@@ -1170,31 +1175,45 @@ Test(maildrop, sending_at_every_offset_of_a_step)
 	};
 	struct maildrop	*md;
 	struct gen	 g;
-	char		 fill[192];
+	char		 fill[150 + 2 * 192];
 	size_t		 k, t;
 	int		 avx2;
 
 	memset(&g, 0, sizeof(g));
 	memset(fill, 'f', sizeof(fill));
-	for (k = 0; k < sizeof(fill); k++) {
-		gen_put(&g, "From a@b Mon Jan  1 00:00:00 2024\nS: 1\n\n", 40);
+	for (k = 0; k < 192; k++) {
+		gen_put(&g, head, strlen(head));
 		for (t = 0; t < 2 * sizeof(tricky) / sizeof(tricky[0]); t++) {
 			gen_put(&g, fill, k);
 			gen_put(&g, t % 2 ? "\r\n" : "\n", 1 + t % 2);
 			gen_put(&g, tricky[t / 2], strlen(tricky[t / 2]));
 		}
-		gen_put(&g, fill, 150);
-		gen_put(&g, "\n\n", 2);
+		gen_put(&g, fill, 150 + 2 * k);
+		if (k / 64 == 1)
+			gen_put(&g, "\r\n\r\n", 4);
+		else
+			gen_put(&g, "\n\n", 2);
 	}
 	write_file(fx.mbox, g.buf, g.len);
 	for (avx2 = 0; avx2 <= 1; avx2++) {
 		maildrop_use_avx2(avx2);
 		md = md_open();
-		cr_assert_eq(maildrop_count(md), sizeof(fill));
+		cr_assert_eq(maildrop_count(md), 192);
 		ref_check(md, g.buf, g.len);
 		maildrop_close(md);
 	}
 	free(g.buf);
+}
+
+Test(maildrop, sending_at_every_offset_of_a_step)
+{
+	every_offset_of_a_step("From a@b Mon Jan  1 00:00:00 2024\nS: 1\n\n");
+}
+
+Test(maildrop, index_at_every_offset_of_a_step)
+{
+	every_offset_of_a_step("From a@b Mon Jan  1 00:00:00 2024\nS: 1\n"
+	    "Message-ID: <m@x>\n\n");
 }
 
 /* Sizes and UIDLs of every message, one line each. */
