@@ -13,6 +13,7 @@ dies; the tests end them themselves on every path.
 import grp
 import os
 import pwd
+import select
 import signal
 import socket
 import subprocess
@@ -403,6 +404,23 @@ class Server:
         if self.wait(EXIT_TIMEOUT) is None:
             os.killpg(self.pid, signal.SIGKILL)
             self.wait(5)
+
+
+def attach_strace(pid, log, args):
+    """strace -p pid with args, once it has attached (10 s at most)."""
+    st = spawn(["strace", "-p", str(pid), "-o", log] + list(args),
+               stderr=subprocess.PIPE)
+    buf = b""
+    deadline = time.monotonic() + 10
+    while b"attached" not in buf:
+        left = deadline - time.monotonic()
+        check(left > 0, "strace did not attach to %d: %r" % (pid, buf))
+        r, _, _ = select.select([st.stderr], [], [], left)
+        if r:
+            chunk = os.read(st.stderr.fileno(), 4096)
+            check(chunk, "strace ended: %r" % buf)
+            buf += chunk
+    return st
 
 
 def login_session(user, args=(), debug=True):

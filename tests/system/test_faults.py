@@ -50,7 +50,6 @@ import hashlib
 import os
 import pwd
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -58,7 +57,8 @@ import tempfile
 import time
 
 from pop3sys import (HERE, JOURNAL_DIR, PASSWORD, POP3D, PYTHON, U_FAULT,
-                     WORK, Failure, Server, Stall, become_subreaper, check,
+                     WORK, Failure, Server, Stall, attach_strace,
+                     become_subreaper, check,
                      end_all, info,
                      lock_path, locks_free, login_session, main,
                      make_message, parse_mbox, read_spool, reap, spawn,
@@ -172,23 +172,12 @@ def injected(path, point, mode):
 
 
 def start_strace(pid, log, inject, follow=False):
-    argv = ["strace", "-p", str(pid), "-o", log, "-y", "-e", TRACE]
+    args = ["-y", "-e", TRACE]
     if follow:
-        argv.insert(1, "-f")
+        args.insert(0, "-f")
     if inject:
-        argv += ["-e", "inject=" + inject]
-    st = spawn(argv, stderr=subprocess.PIPE)
-    buf = b""
-    deadline = time.monotonic() + 10
-    while b"attached" not in buf:
-        left = deadline - time.monotonic()
-        check(left > 0, "strace did not attach to %d: %r" % (pid, buf))
-        r, _, _ = select.select([st.stderr], [], [], left)
-        if r:
-            chunk = os.read(st.stderr.fileno(), 4096)
-            check(chunk, "strace ended: %r" % buf)
-            buf += chunk
-    return st
+        args += ["-e", "inject=" + inject]
+    return attach_strace(pid, log, args)
 
 
 def reset_state():

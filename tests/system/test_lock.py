@@ -17,7 +17,8 @@ import signal
 import subprocess
 import time
 
-from pop3sys import (HERE, PASSWORD, PYTHON, U_LOCK, WORK, Server, check,
+from pop3sys import (HERE, PASSWORD, PYTHON, U_LOCK, WORK, Server,
+                     attach_strace, check,
                      info, lock_path, login_session, main, make_message,
                      parse_mbox, proc_ids, read_spool, run, spawn,
                      spool_path, test, uid_of, wait_for,
@@ -169,6 +170,53 @@ def test_inuse_second_session_keeps_first():
     check(a.c.cmd("QUIT").startswith("+OK"), "first session QUIT")
     check(a.wait() is not None, "first session did not exit")
     check_released("after QUIT")
+
+
+@test
+def test_monitor_without_the_helpers_rights_lets_the_session_lock():
+    """spool_lock_take() when the monitor cannot act as the user: its
+    seteuid() to the user fails (injected by strace in the monitor
+    alone, after setgroups() and setegid() to mail have worked).  It says
+    so, is root again with its own gid and groups, and the session locks
+    the spool by itself: the client sees no difference."""
+    fresh()
+    s = Server()
+    check(s.c.cmd("USER " + USER).startswith("+OK"), "USER")
+    log = os.path.join(WORK, "strace-helper.log")
+    # Not -f: only the monitor's own calls; its first setresuid() after
+    # USER is helper_rights()' seteuid() (glibc's seteuid is setresuid).
+    st = attach_strace(s.pid, log, ["-e", "trace=setgroups,setresuid,"
+                                    "setresgid", "-e",
+                                    "inject=setresuid:error=EPERM:when=1"])
+    r = s.c.cmd("PASS " + PASSWORD)
+    check(r.startswith("+OK"), "PASS: %r" % r)
+    sp = s.session_pid(USER)
+    with open(log, encoding="latin-1") as f:
+        check("(INJECTED)" in f.read(), "no seteuid() failed in the "
+              "monitor")
+    check("cannot lock as the user" in s.log_text(),
+          "the monitor did not say it could not lock: %r" %
+          s.log_text()[-300:])
+    uids, gids, groups, _ = proc_ids(s.pid)
+    check(uids == [0, 0, 0, 0] and gids == [os.getgid()] * 4 and
+          sorted(groups) == sorted(os.getgroups()),
+          "monitor after the failed take: uids %s gids %s groups %s "
+          "(ours: gid %d groups %s)" % (uids, gids, groups, os.getgid(),
+                                       os.getgroups()))
+    st_ = lock_state()
+    check(st_["fcntl"] and st_["flock"], "kernel locks during the "
+          "session: %s" % st_)
+    lock = read_lock()
+    check(lock is not None and lock.strip() == b"%d" % sp,
+          "dot-lock %r, not the session's own (pid %d)" % (lock, sp))
+    check(s.c.cmd("DELE 2").startswith("+OK"), "DELE 2")
+    check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
+    check(s.wait() is not None, "pop3d did not exit after QUIT")
+    st.wait(timeout=10)
+    st.stderr.close()
+    check_released("after QUIT")
+    check(read_spool(USER) == b"".join(MSGS[:1] + MSGS[2:]),
+          "QUIT did not remove exactly message 2")
 
 
 @test
