@@ -921,8 +921,10 @@ serve_user(const struct options *opt, const struct session_config *conf,
 	setproctitle("%s [monitor]", user);
 	termination_signals(SIG_BLOCK);
 	if ((pid = fork()) == -1) {
+		log_warn("user %s: fork", user);
 		spool_lock_release(&lock);
-		fatal("fork");
+		refuse(auth, "-ERR [SYS/TEMP] Cannot start the session now; "
+		    "try again later\r\n");
 	}
 	if (pid == 0)
 		run_user_session(conf, pw, path, journal_fd, &lock, msg);

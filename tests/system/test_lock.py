@@ -220,6 +220,30 @@ def test_monitor_without_the_helpers_rights_lets_the_session_lock():
 
 
 @test
+def test_failed_fork_of_the_session_releases_the_locks():
+    """The monitor holds the three locks when it forks the session; if
+    the fork fails (injected in the monitor alone), the client gets
+    -ERR [SYS/TEMP] and every lock goes with the monitor."""
+    fresh()
+    s = Server()
+    check(s.c.cmd("USER " + USER).startswith("+OK"), "USER")
+    log = os.path.join(WORK, "strace-fork.log")
+    st = attach_strace(s.pid, log, ["-e", "trace=clone,clone3", "-e",
+                                    "inject=clone,clone3:error=EAGAIN:"
+                                    "when=1"])
+    r = s.c.cmd_or_eof("PASS " + PASSWORD)
+    check(s.wait() is not None, "pop3d did not exit after the failed fork")
+    st.wait(timeout=10)
+    st.stderr.close()
+    with open(log, encoding="latin-1") as f:
+        check("(INJECTED)" in f.read(), "no fork failed in the monitor")
+    check(r is not None and r.startswith("-ERR [SYS/TEMP]"),
+          "PASS after a failed fork: %r" % r)
+    check_released("after the failed fork")
+    check(read_spool(USER) == ORIG, "the spool changed")
+
+
+@test
 def test_locks_held_then_released_after_quit():
     fresh()
     s, _ = login_session(USER)
