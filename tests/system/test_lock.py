@@ -203,9 +203,9 @@ def test_monitor_without_the_helpers_rights_lets_the_session_lock():
           "monitor after the failed take: uids %s gids %s groups %s "
           "(ours: gid %d groups %s)" % (uids, gids, groups, os.getgid(),
                                        os.getgroups()))
-    st_ = lock_state()
-    check(st_["fcntl"] and st_["flock"], "kernel locks during the "
-          "session: %s" % st_)
+    held = lock_state()
+    check(held["fcntl"] and held["flock"], "kernel locks during the "
+          "session: %s" % held)
     lock = read_lock()
     check(lock is not None and lock.strip() == b"%d" % sp,
           "dot-lock %r, not the session's own (pid %d)" % (lock, sp))
