@@ -72,6 +72,16 @@ def check_released(what):
           (what, lock_path(USER), read_lock()))
 
 
+def check_root_again(pid, when):
+    """The monitor is root with the ids and groups it was started with
+    (ours): no user or mail id left behind by the helper's rights."""
+    uids, gids, groups, _ = proc_ids(pid)
+    check(uids == [0, 0, 0, 0] and gids == [os.getgid()] * 4 and
+          sorted(groups) == sorted(os.getgroups()),
+          "monitor %s: uids %s gids %s groups %s (ours: gid %d groups %s)"
+          % (when, uids, gids, groups, os.getgid(), os.getgroups()))
+
+
 def read_lock():
     try:
         with open(lock_path(USER), "rb") as f:
@@ -197,12 +207,7 @@ def test_monitor_without_the_helpers_rights_lets_the_session_lock():
     check("cannot lock as the user" in s.log_text(),
           "the monitor did not say it could not lock: %r" %
           s.log_text()[-300:])
-    uids, gids, groups, _ = proc_ids(s.pid)
-    check(uids == [0, 0, 0, 0] and gids == [os.getgid()] * 4 and
-          sorted(groups) == sorted(os.getgroups()),
-          "monitor after the failed take: uids %s gids %s groups %s "
-          "(ours: gid %d groups %s)" % (uids, gids, groups, os.getgid(),
-                                       os.getgroups()))
+    check_root_again(s.pid, "after the failed take")
     held = lock_state()
     check(held["fcntl"] and held["flock"], "kernel locks during the "
           "session: %s" % held)
@@ -268,12 +273,7 @@ def test_locks_held_then_released_after_quit():
           % (lst.st_uid, lst.st_gid))
     # After taking it, the monitor is root again, with the ids and groups
     # it was started with (ours): no user or mail id left behind.
-    uids, gids, groups, _ = proc_ids(s.pid)
-    check(uids == [0, 0, 0, 0] and gids == [os.getgid()] * 4 and
-          sorted(groups) == sorted(os.getgroups()),
-          "monitor after the dot-lock: uids %s gids %s groups %s (ours: "
-          "gid %d groups %s)" % (uids, gids, groups, os.getgid(),
-                                 os.getgroups()))
+    check_root_again(s.pid, "after the dot-lock")
     before = os.stat(spool_path(USER))
     check(s.c.cmd("DELE 2").startswith("+OK"), "DELE 2")
     check(s.c.cmd("QUIT").startswith("+OK"), "QUIT")
